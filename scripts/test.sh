@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs the test suite in up to three build trees:
+#   plain  RelWithDebInfo, every test (ctest), fuzz corpora replayed
+#   asan   Debug with AddressSanitizer + UndefinedBehaviorSanitizer, every test
+#   tsan   Debug with ThreadSanitizer, the tests labelled "concurrent"
+#   soak   plain tree, with SL_SOAK=1 and the "slow" label included
+# Usage: scripts/test.sh [plain|asan|tsan|soak ...]   (default: plain asan tsan)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+WERROR=${WERROR:-$([ -n "${CI:-}" ] && echo ON || echo OFF)}
+trees=("$@")
+[ "${#trees[@]}" -gt 0 ] || trees=(plain asan tsan)
+
+configure_build() { # dir, cmake args...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DSL_WERROR="$WERROR" -DSL_BUILD_BENCH=OFF "$@" >/dev/null
+    cmake --build "$dir" -j "$JOBS" 2>&1 | grep -vE '^\[ *[0-9]+%\]|^-- ' || true
+    # grep above only filters progress; a failed build still has to fail the run.
+    cmake --build "$dir" -j "$JOBS" >/dev/null
+}
+
+run_ctest() { # dir, label args...
+    local dir=$1
+    shift
+    (cd "$dir" && ctest --output-on-failure -j "$JOBS" "$@")
+}
+
+start=$(date +%s)
+for tree in "${trees[@]}"; do
+    echo "== tests: $tree"
+    case "$tree" in
+    plain)
+        configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+        run_ctest build -LE slow
+        ;;
+    asan)
+        configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DSL_SANITIZE=address,undefined
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+            run_ctest build-asan -LE slow
+        ;;
+    tsan)
+        configure_build build-tsan -DCMAKE_BUILD_TYPE=Debug -DSL_SANITIZE=thread
+        TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_ctest build-tsan -L concurrent -LE slow
+        ;;
+    soak)
+        configure_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+        SL_SOAK=1 run_ctest build
+        ;;
+    *)
+        echo "test.sh: unknown tree '$tree' (plain, asan, tsan, soak)" >&2
+        exit 2
+        ;;
+    esac
+done
+echo "== tests: all trees passed in $(($(date +%s) - start)) s"
