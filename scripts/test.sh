@@ -7,6 +7,8 @@
 # Usage: scripts/test.sh [plain|asan|tsan|soak ...]   (default: plain asan tsan)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Called from make: keep the nested builds from printing "Entering directory" lines.
+unset MAKEFLAGS MAKELEVEL MFLAGS
 
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 WERROR=${WERROR:-$([ -n "${CI:-}" ] && echo ON || echo OFF)}
@@ -17,15 +19,35 @@ configure_build() { # dir, cmake args...
     local dir=$1
     shift
     cmake -S . -B "$dir" -DSL_WERROR="$WERROR" -DSL_BUILD_BENCH=OFF "$@" >/dev/null
-    cmake --build "$dir" -j "$JOBS" 2>&1 | grep -vE '^\[ *[0-9]+%\]|^-- ' || true
-    # grep above only filters progress; a failed build still has to fail the run.
-    cmake --build "$dir" -j "$JOBS" >/dev/null
+    if ! cmake --build "$dir" -j "$JOBS" >"$dir/build.log" 2>&1; then
+        grep -E -A5 'error|warning' "$dir/build.log" | head -100 >&2
+        echo "test.sh: build of $dir failed (full log: $dir/build.log)" >&2
+        exit 1
+    fi
+    grep -E -A3 'warning:' "$dir/build.log" >&2 || true
 }
 
+total_passed=0
+total_failed=0
 run_ctest() { # dir, label args...
     local dir=$1
     shift
-    (cd "$dir" && ctest --output-on-failure -j "$JOBS" "$@")
+    local rc=0
+    (cd "$dir" && ctest --output-on-failure -j "$JOBS" "$@") 2>&1 | tee "$dir/ctest.log" || rc=$?
+    local line
+    line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$dir/ctest.log" | tail -1)
+    if [ -n "$line" ]; then
+        local failed all
+        failed=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/')
+        all=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/')
+        total_passed=$((total_passed + all - failed))
+        total_failed=$((total_failed + failed))
+    fi
+    if [ "$rc" -ne 0 ] || grep -q 'Errors while running CTest' "$dir/ctest.log"; then
+        echo "test.sh: tests failed in $dir" >&2
+        echo "tests: $total_passed passed, $((total_failed > 0 ? total_failed : 1)) failed"
+        exit 1
+    fi
 }
 
 start=$(date +%s)
@@ -56,3 +78,4 @@ for tree in "${trees[@]}"; do
     esac
 done
 echo "== tests: all trees passed in $(($(date +%s) - start)) s"
+echo "tests: $total_passed passed, $total_failed failed"
