@@ -72,7 +72,7 @@ json_summary(sl_strbuf *sb, const sl__metric_family *f, const sl__metric_series 
     _Static_assert(SL_ARRAY_LEN(keys) == SL_ARRAY_LEN(values), "one value a key");
     for (uint32_t i = 0; i < SL_ARRAY_LEN(values); i++) {
         json_key(sb, keys[i], false);
-        sl__metric_scaled_encode(sb, values[i], f->scale, true);
+        sl__metric_scaled_encode(sb, f, values[i], true);
     }
 }
 

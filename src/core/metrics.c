@@ -230,6 +230,10 @@ family_make(const sl_metric_family_desc *d)
     }
     f->type = d->type;
     f->scale = d->scale == 0.0 ? 1.0 : d->scale;
+    double inverse = round(1.0 / f->scale);
+    if (f->scale < 1.0 && fabs(inverse * f->scale - 1.0) < 1e-12) {
+        f->divisor = inverse;
+    }
     f->label_count = d->label_count;
     sl__strlcpy(f->name, d->name, sizeof(f->name));
     sl__strlcpy(f->help, d->help == NULL ? "" : d->help, sizeof(f->help));
@@ -521,14 +525,20 @@ number_encode(sl_strbuf *sb, double value, bool json)
     sl__strbuf_double(sb, value);
 }
 
-void
-sl__metric_scaled_encode(sl_strbuf *sb, uint64_t raw, double scale, bool json)
+static double
+scale_apply(const sl__metric_family *f, double raw)
 {
-    if (scale == 1.0) {
+    return f->divisor != 0.0 ? raw / f->divisor : raw * f->scale;
+}
+
+void
+sl__metric_scaled_encode(sl_strbuf *sb, const sl__metric_family *family, uint64_t raw, bool json)
+{
+    if (family->scale == 1.0) {
         sl__strbuf_u64(sb, raw);
         return;
     }
-    number_encode(sb, (double)raw * scale, json);
+    number_encode(sb, scale_apply(family, (double)raw), json);
 }
 
 void
@@ -537,13 +547,13 @@ sl__metric_value_encode(sl_strbuf *sb, const sl__metric_family *family,
 {
     const sl_metric_source *src = &series->source;
     if (src->counter != NULL) {
-        sl__metric_scaled_encode(sb, sl_counter_get(src->counter), family->scale, json);
+        sl__metric_scaled_encode(sb, family, sl_counter_get(src->counter), json);
     } else if (src->gauge != NULL && family->scale == 1.0) {
         sl__strbuf_i64(sb, sl_gauge_get(src->gauge));
     } else if (src->gauge != NULL) {
-        number_encode(sb, (double)sl_gauge_get(src->gauge) * family->scale, json);
+        number_encode(sb, scale_apply(family, (double)sl_gauge_get(src->gauge)), json);
     } else {
         SL_ASSERT(src->read_cb != NULL);
-        number_encode(sb, src->read_cb(src->read_user) * family->scale, json);
+        number_encode(sb, scale_apply(family, src->read_cb(src->read_user)), json);
     }
 }

@@ -27,7 +27,8 @@ struct sl__metric_series {
 typedef struct sl__metric_family {
     uint64_t id;
     sl_metric_type type;
-    double scale; // > 0 and finite
+    double scale;   // > 0 and finite
+    double divisor; // round(1 / scale) when that is a whole number (1e-9 -> 1e9), else 0
     uint32_t label_count;
     uint32_t series_count;
     sl__metric_series *head;
@@ -53,8 +54,10 @@ struct sl_metrics_registry {
 void sl__metric_value_encode(sl_strbuf *sb, const sl__metric_family *family,
                              const sl__metric_series *series, bool json);
 
-// Writes raw * scale: the exact integer when scale is 1, else a double as above.
-void sl__metric_scaled_encode(sl_strbuf *sb, uint64_t raw, double scale, bool json);
+// Writes raw scaled by the family's scale: the exact integer when the scale is 1, else a double
+// as above. Scales like 1e-9 divide by the exact 1e9, so 899678208 ns prints as 0.899678208.
+void sl__metric_scaled_encode(sl_strbuf *sb, const sl__metric_family *family, uint64_t raw,
+                              bool json);
 
 // The name of the Prometheus / JSON type of a family ("counter", "gauge", "summary", "time").
 const char *sl__metric_type_name(sl_metric_type type);

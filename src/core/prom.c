@@ -102,11 +102,11 @@ write_summary(sl_strbuf *sb, const sl__metric_family *f, const sl__metric_series
     _Static_assert(SL_ARRAY_LEN(quantile_names) == SL_ARRAY_LEN(values), "one value a quantile");
     for (uint32_t i = 0; i < SL_ARRAY_LEN(values); i++) {
         write_sample_start(sb, f, "", s, "quantile", quantile_names[i]);
-        sl__metric_scaled_encode(sb, values[i], f->scale, false);
+        sl__metric_scaled_encode(sb, f, values[i], false);
         sl__strbuf_putc(sb, '\n');
     }
     write_sample_start(sb, f, "_sum", s, NULL, NULL);
-    sl__metric_scaled_encode(sb, sum.sum, f->scale, false);
+    sl__metric_scaled_encode(sb, f, sum.sum, false);
     sl__strbuf_putc(sb, '\n');
     write_sample_start(sb, f, "_count", s, NULL, NULL);
     sl__strbuf_u64(sb, sum.count);
