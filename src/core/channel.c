@@ -29,6 +29,14 @@
 // mean a pathological race); beyond it the push gives up with SL_EBUSY.
 #define CHANNEL_EVICT_PASSES_PER_RECORD 4u
 
+// Before sleeping, a blocked push or an empty pop re-checks this many times with a CPU pause in
+// between (about a microsecond in all): the other side usually makes room or data within that,
+// and a sleep costs two system calls on each side. Bounded, so an idle thread still sleeps.
+#define CHANNEL_SPIN_CHECKS 128u
+// Then it yields the CPU this many times, re-checking after each: on a machine with fewer cores
+// than busy threads the other side often needs our core to make progress.
+#define CHANNEL_YIELD_CHECKS 4u
+
 _Static_assert(SL_CHANNEL_RECORDS_MAX <= (1u << 30), "ring size must fit a uint32_t power of two");
 
 // Why a push could not take the next record.
@@ -78,6 +86,8 @@ struct sl_channel {
     _Atomic uint32_t closed;
     _Atomic uint32_t producer_sleepers;
     _Atomic uint32_t consumer_sleepers;
+    _Atomic uint32_t producers_woken; // 1: a broadcast reached every current producer sleeper
+    _Atomic uint32_t consumers_woken; // (so the waker does not lock again for each record)
     _Atomic uint32_t room_wanted; // a push was refused: signal room_fd / room_cb on the next pop
     _Atomic uint32_t data_wanted; // a pop found nothing: signal data_fd on the next push
     _Atomic int room_fd;          // eventfd, -1 until asked for
@@ -505,10 +515,11 @@ ring_has_data(sl_channel *ch)
 }
 
 // ---- waking and sleeping -------------------------------------------------------------------------
-// The sleeper increments its sleepers counter, fences, then re-checks the ring; the waker changes
-// the ring, fences, then reads the counter. One of the two fences comes first, so either the
-// sleeper sees the change or the waker sees the sleeper (and takes the mutex the sleeper holds
-// until it waits, so the broadcast cannot slip in between).
+// The sleeper increments its sleepers counter and clears "woken", fences, then re-checks the ring;
+// the waker changes the ring, fences, then reads both. One of the two fences comes first, so
+// either the sleeper sees the change or the waker sees the sleeper (and takes the mutex the sleeper
+// holds until it waits, so the broadcast cannot slip in between). "woken" is set, under the mutex,
+// by the broadcast itself: until a new sleeper clears it, every sleeper has been woken already.
 
 static void
 fd_signal(int fd)
@@ -539,8 +550,10 @@ static void
 wake_producers(sl_channel *ch)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&ch->producer_sleepers, memory_order_relaxed) != 0) {
+    if (atomic_load_explicit(&ch->producer_sleepers, memory_order_relaxed) != 0 &&
+        atomic_load_explicit(&ch->producers_woken, memory_order_relaxed) == 0) {
         pthread_mutex_lock(&ch->mutex);
+        atomic_store_explicit(&ch->producers_woken, 1, memory_order_relaxed);
         pthread_cond_broadcast(&ch->room_cond);
         pthread_mutex_unlock(&ch->mutex);
     }
@@ -554,8 +567,10 @@ static void
 wake_consumers(sl_channel *ch)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&ch->consumer_sleepers, memory_order_relaxed) != 0) {
+    if (atomic_load_explicit(&ch->consumer_sleepers, memory_order_relaxed) != 0 &&
+        atomic_load_explicit(&ch->consumers_woken, memory_order_relaxed) == 0) {
         pthread_mutex_lock(&ch->mutex);
+        atomic_store_explicit(&ch->consumers_woken, 1, memory_order_relaxed);
         pthread_cond_broadcast(&ch->data_cond);
         pthread_mutex_unlock(&ch->mutex);
     }
@@ -608,6 +623,51 @@ arm_data(sl_channel *ch)
 }
 
 static void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static void
+spin_pause(uint32_t round)
+{
+    if (round < CHANNEL_SPIN_CHECKS) {
+        cpu_relax();
+    } else {
+        sched_yield();
+    }
+}
+
+// Spins briefly for room; true when it may have appeared (the caller re-tries without sleeping).
+static bool
+spin_for_room(sl_channel *ch, channel_full_cause cause, uint64_t head_before, uint32_t size_bytes)
+{
+    for (uint32_t i = 0; i < CHANNEL_SPIN_CHECKS + CHANNEL_YIELD_CHECKS; i++) {
+        spin_pause(i);
+        if (room_may_exist(ch, cause, head_before, size_bytes)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool
+spin_for_data(sl_channel *ch)
+{
+    for (uint32_t i = 0; i < CHANNEL_SPIN_CHECKS + CHANNEL_YIELD_CHECKS; i++) {
+        spin_pause(i);
+        if (data_may_exist(ch)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
 cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t deadline_ns)
 {
     if (deadline_ns == SL_DEADLINE_NEVER) {
@@ -629,6 +689,7 @@ wait_room(sl_channel *ch, channel_full_cause cause, uint64_t head_before, uint32
     }
     pthread_mutex_lock(&ch->mutex);
     atomic_fetch_add(&ch->producer_sleepers, 1);
+    atomic_store(&ch->producers_woken, 0);
     atomic_thread_fence(memory_order_seq_cst);
     if (!room_may_exist(ch, cause, head_before, size_bytes)) {
         cond_wait_until(&ch->room_cond, &ch->mutex, until);
@@ -642,6 +703,7 @@ wait_data(sl_channel *ch, int64_t deadline_ns)
 {
     pthread_mutex_lock(&ch->mutex);
     atomic_fetch_add(&ch->consumer_sleepers, 1);
+    atomic_store(&ch->consumers_woken, 0);
     atomic_thread_fence(memory_order_seq_cst);
     if (!data_may_exist(ch)) {
         cond_wait_until(&ch->data_cond, &ch->mutex, deadline_ns);
@@ -733,7 +795,9 @@ push_on_full(sl_channel *ch, push_call *call, channel_full_cause cause, uint64_t
     if (start_ns >= call->deadline_ns) {
         return refuse(ch, SL_ETIMEDOUT, remaining, cause, head_before, size);
     }
-    wait_room(ch, cause, head_before, size, call->deadline_ns);
+    if (!spin_for_room(ch, cause, head_before, size)) {
+        wait_room(ch, cause, head_before, size, call->deadline_ns);
+    }
     call->blocked_ns += sl_now_ns() - start_ns;
     return SL_OK;
 }
@@ -853,7 +917,7 @@ sl_channel_pop_batch(sl_channel *ch, void **items, uint32_t *sizes, uint32_t max
         if (atomic_load(&ch->closed) != 0) {
             // A push is between its closed check and its publish: it finishes without blocking.
             sched_yield();
-        } else {
+        } else if (!spin_for_data(ch)) {
             wait_data(ch, deadline_ns);
         }
         idle_ns += sl_now_ns() - start_ns;
