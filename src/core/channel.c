@@ -727,6 +727,15 @@ drop_item(sl_channel *ch, void *item, uint32_t size_bytes, sl_channel_drop_reaso
     }
 }
 
+// Records claimed and not yet taken out (head and tail both only grow; tail read last).
+static uint64_t
+ring_depth(sl_channel *ch)
+{
+    uint64_t head = atomic_load_explicit(&ch->head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&ch->tail, memory_order_acquire);
+    return tail - head;
+}
+
 // SL_FULL_DROP_OLDEST: evicts the oldest queued record; false when there was none.
 static bool
 evict_oldest(sl_channel *ch)
@@ -775,6 +784,12 @@ push_on_full(sl_channel *ch, push_call *call, channel_full_cause cause, uint64_t
         call->done++;
         return SL_OK;
     case SL_FULL_DROP_OLDEST:
+        if (cause == CHANNEL_FULL_RING && ring_depth(ch) < ch->capacity) {
+            // Not full: a consumer took the slot we need and is copying out of it. Evicting now
+            // would drop a record for nothing; its release is a few instructions away.
+            sched_yield();
+            return SL_OK;
+        }
         if (call->evictions >= CHANNEL_EVICT_PASSES_PER_RECORD * (ch->capacity + call->count)) {
             return refuse(ch, SL_EBUSY, remaining, cause, head_before, size);
         }
