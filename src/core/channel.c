@@ -1,5 +1,5 @@
 // Bounded channels (include/sluice/channel.h): the hand-off between threads in the broker and the
-// pipeline runtime. Two rings share one slot layout: the SPSC ring (the producer owns tail, the
+// pipeline runtime. Two rings share one ring layout: the SPSC ring (the producer owns tail, the
 // consumer owns head, each caching the other's index on its own cache line) and a Vyukov-style
 // bounded MPMC queue (per-slot sequence numbers; a batch is claimed with one CAS). Threads sleep
 // only when full or empty, on a mutex+condvar announced by "sleepers" counters that the other side
@@ -46,12 +46,16 @@ typedef enum channel_full_cause {
     CHANNEL_FULL_BUDGET = 2, // the budget refused the reservation
 } channel_full_cause;
 
+// The ring is three parallel arrays in one allocation, so a consumer pulls only item and size
+// across cores (16 bytes a record); timestamps are read by stats only, sequence numbers exist for
+// the MPMC ring only.
 typedef struct channel_slot {
-    _Atomic uint64_t seq;        // MPMC ring: pos when free for pos, pos + 1 when filled at pos
-    _Atomic int64_t enqueued_ns; // relaxed: stats read it for the oldest record's age
-    void *item;                  // owned by the channel while queued
+    void *item; // owned by the channel while queued
     uint32_t size_bytes;
 } channel_slot;
+
+// Bytes of ring per slot: the slot, its sequence number and its enqueue time.
+#define CHANNEL_SLOT_BYTES (sizeof(channel_slot) + sizeof(uint64_t) + sizeof(int64_t))
 
 struct sl_channel {
     // Immutable after sl_channel_new.
@@ -65,7 +69,9 @@ struct sl_channel {
     sl_budget *budget;       // may be NULL
     sl_channel_drop_cb drop_cb;
     void *drop_user;
-    channel_slot *slots; // capacity entries
+    channel_slot *slots;          // capacity entries; the start of the ring allocation
+    _Atomic uint64_t *seqs;       // MPMC ring: pos when free for pos, pos + 1 when filled at pos
+    _Atomic int64_t *enqueued_ns; // relaxed: stats read them for the oldest record's age
 
     // Producer side: tail is records ever published (SPSC) or claimed (MPMC).
     char pad_producer[SL_CACHELINE_BYTES];
@@ -138,7 +144,7 @@ sl_channel_new(const sl_channel_config *config, sl_channel **channel_out)
         return SL_ENOMEM;
     }
     ch->capacity = ring_size_for(config->capacity_records);
-    ch->slots = sl_calloc(ch->capacity, sizeof(channel_slot));
+    ch->slots = sl_calloc(ch->capacity, CHANNEL_SLOT_BYTES);
     if (ch->slots == NULL) {
         sl_free(ch, sizeof(*ch));
         return SL_ENOMEM;
@@ -152,8 +158,10 @@ sl_channel_new(const sl_channel_config *config, sl_channel **channel_out)
     ch->budget = config->budget;
     ch->drop_cb = config->drop_cb;
     ch->drop_user = config->drop_user;
+    ch->seqs = (_Atomic uint64_t *)(ch->slots + ch->capacity);
+    ch->enqueued_ns = (_Atomic int64_t *)(ch->seqs + ch->capacity);
     for (uint32_t i = 0; i < ch->capacity; i++) {
-        atomic_init(&ch->slots[i].seq, i);
+        atomic_init(&ch->seqs[i], i);
     }
     atomic_init(&ch->room_fd, -1);
     atomic_init(&ch->data_fd, -1);
@@ -274,8 +282,12 @@ spsc_try_push(sl_channel *ch, void *const *items, const uint32_t *sizes, uint32_
         channel_slot *slot = &ch->slots[(tail + i) & ch->mask];
         slot->item = items[i];
         slot->size_bytes = sizes[i];
-        atomic_store_explicit(&slot->enqueued_ns, now_ns, memory_order_relaxed);
         sum += sizes[i];
+    }
+    // Every slot of the batch gets the batch's one timestamp (stats read the head's).
+    for (uint32_t i = 0; i < n; i++) {
+        atomic_store_explicit(&ch->enqueued_ns[(tail + i) & ch->mask], now_ns,
+                              memory_order_relaxed);
     }
     // bytes_in before tail: a consumer can only count out what was counted in.
     atomic_store_explicit(&ch->bytes_in, bytes_in + sum, memory_order_release);
@@ -345,12 +357,12 @@ mpmc_claim(sl_channel *ch, uint32_t count, uint64_t *pos_out)
     // Lock-free: every failed pass means another producer claimed slots.
     for (;;) {
         uint32_t k = 0;
-        while (k < count && atomic_load_explicit(&ch->slots[(pos + k) & ch->mask].seq,
+        while (k < count && atomic_load_explicit(&ch->seqs[(pos + k) & ch->mask],
                                                  memory_order_acquire) == pos + k) {
             k++;
         }
         if (k == 0) {
-            uint64_t seq = atomic_load_explicit(&ch->slots[pos & ch->mask].seq,
+            uint64_t seq = atomic_load_explicit(&ch->seqs[pos & ch->mask],
                                                 memory_order_acquire);
             if ((int64_t)(seq - pos) < 0) {
                 return 0; // the slot still holds the record from one lap ago: full
@@ -403,11 +415,11 @@ mpmc_try_push(sl_channel *ch, void *const *items, const uint32_t *sizes, uint32_
         atomic_fetch_add_explicit(&ch->bytes_in, bytes_sum(sizes, k), memory_order_release);
     }
     for (uint32_t i = 0; i < k; i++) {
-        channel_slot *slot = &ch->slots[(pos + i) & ch->mask];
-        slot->item = items[i];
-        slot->size_bytes = sizes[i];
-        atomic_store_explicit(&slot->enqueued_ns, now_ns, memory_order_relaxed);
-        atomic_store_explicit(&slot->seq, pos + i + 1, memory_order_release);
+        uint64_t index = (pos + i) & ch->mask;
+        ch->slots[index].item = items[i];
+        ch->slots[index].size_bytes = sizes[i];
+        atomic_store_explicit(&ch->enqueued_ns[index], now_ns, memory_order_relaxed);
+        atomic_store_explicit(&ch->seqs[index], pos + i + 1, memory_order_release);
     }
     return k;
 }
@@ -420,12 +432,12 @@ mpmc_try_pop(sl_channel *ch, void **items, uint32_t *sizes, uint32_t max, uint64
     // Lock-free: every failed pass means another consumer took records.
     for (;;) {
         k = 0;
-        while (k < max && atomic_load_explicit(&ch->slots[(pos + k) & ch->mask].seq,
+        while (k < max && atomic_load_explicit(&ch->seqs[(pos + k) & ch->mask],
                                                memory_order_acquire) == pos + k + 1) {
             k++;
         }
         if (k == 0) {
-            uint64_t seq = atomic_load_explicit(&ch->slots[pos & ch->mask].seq,
+            uint64_t seq = atomic_load_explicit(&ch->seqs[pos & ch->mask],
                                                 memory_order_acquire);
             if ((int64_t)(seq - (pos + 1)) < 0) {
                 return 0; // not filled yet: empty
@@ -450,7 +462,7 @@ mpmc_try_pop(sl_channel *ch, void **items, uint32_t *sizes, uint32_t max, uint64
     // Bytes out before the slots are free, so a producer that sees a slot also sees the bytes.
     atomic_fetch_add_explicit(&ch->bytes_out, sum, memory_order_release);
     for (uint32_t i = 0; i < k; i++) {
-        atomic_store_explicit(&ch->slots[(pos + i) & ch->mask].seq, pos + i + ch->capacity,
+        atomic_store_explicit(&ch->seqs[(pos + i) & ch->mask], pos + i + ch->capacity,
                               memory_order_release);
     }
     *cost_out = sum + (uint64_t)k * SL_RECORD_OVERHEAD_BYTES;
@@ -488,7 +500,7 @@ ring_has_room(sl_channel *ch, uint32_t size_bytes)
 {
     uint64_t tail = atomic_load_explicit(&ch->tail, memory_order_acquire);
     if (ch->seq_ring) {
-        uint64_t seq = atomic_load_explicit(&ch->slots[tail & ch->mask].seq, memory_order_acquire);
+        uint64_t seq = atomic_load_explicit(&ch->seqs[tail & ch->mask], memory_order_acquire);
         if (seq != tail) {
             return false;
         }
@@ -508,7 +520,7 @@ ring_has_data(sl_channel *ch)
 {
     uint64_t head = atomic_load_explicit(&ch->head, memory_order_acquire);
     if (ch->seq_ring) {
-        uint64_t seq = atomic_load_explicit(&ch->slots[head & ch->mask].seq, memory_order_acquire);
+        uint64_t seq = atomic_load_explicit(&ch->seqs[head & ch->mask], memory_order_acquire);
         return seq == head + 1;
     }
     return atomic_load_explicit(&ch->tail, memory_order_acquire) != head;
@@ -998,7 +1010,7 @@ sl_channel_free(sl_channel *ch)
     pthread_cond_destroy(&ch->data_cond);
     pthread_cond_destroy(&ch->room_cond);
     pthread_mutex_destroy(&ch->mutex);
-    sl_free(ch->slots, (size_t)ch->capacity * sizeof(channel_slot));
+    sl_free(ch->slots, (size_t)ch->capacity * CHANNEL_SLOT_BYTES);
     sl_free(ch, sizeof(*ch));
 }
 
@@ -1042,11 +1054,11 @@ sl_channel_set_room_cb(sl_channel *ch, sl_channel_room_cb cb, void *user)
 static int64_t
 oldest_age_ns(sl_channel *ch, uint64_t head, int64_t now_ns)
 {
-    const channel_slot *slot = &ch->slots[head & ch->mask];
-    if (ch->seq_ring && atomic_load_explicit(&slot->seq, memory_order_acquire) != head + 1) {
+    uint64_t index = head & ch->mask;
+    if (ch->seq_ring && atomic_load_explicit(&ch->seqs[index], memory_order_acquire) != head + 1) {
         return 0; // claimed but not yet written, or just taken
     }
-    int64_t enqueued_ns = atomic_load_explicit(&slot->enqueued_ns, memory_order_relaxed);
+    int64_t enqueued_ns = atomic_load_explicit(&ch->enqueued_ns[index], memory_order_relaxed);
     return enqueued_ns > 0 && now_ns > enqueued_ns ? now_ns - enqueued_ns : 0;
 }
 
