@@ -140,7 +140,7 @@ typedef struct bench_run {
     impl_kind impl;
     uint32_t threads; // producers = consumers = threads
     uint32_t batch;
-    uint64_t total;   // records over all producers
+    uint64_t total; // records over all producers
     sl_channel *ch;
     mutex_queue *mq;
     void *zmq_push[BENCH_THREADS_MAX];
@@ -335,7 +335,8 @@ bench_once(impl_kind impl, uint32_t threads, uint32_t batch, uint64_t total, voi
     r->total = total / threads * threads;
     mutex_queue *mq = NULL;
     if (impl == IMPL_SLUICE) {
-        sl_channel_config cfg = {.name = "bench", .capacity_records = BENCH_BOUND_RECORDS,
+        sl_channel_config cfg = {.name = "bench",
+                                 .capacity_records = BENCH_BOUND_RECORDS,
                                  .kind = threads == 1 ? SL_CHANNEL_SPSC : SL_CHANNEL_MPMC};
         SL_ASSERT(sl_channel_new(&cfg, &r->ch) == SL_OK);
     } else if (impl == IMPL_MUTEX) {
@@ -427,10 +428,10 @@ bench_row_run(bench_row *row, uint32_t runs, uint64_t total, void *zmq_ctx)
     // Interleave the contenders run by run, so a noisy moment on a shared machine hits them all.
     for (uint32_t run = 0; run < runs; run++) {
         for (int impl = 0; impl < IMPL_COUNT; impl++) {
-            samples[impl][run] = zmq_ctx != NULL || impl != IMPL_ZMQ
-                                     ? bench_once((impl_kind)impl, row->threads, row->batch,
-                                                  total, zmq_ctx)
-                                     : 0.0;
+            samples[impl][run] =
+                zmq_ctx != NULL || impl != IMPL_ZMQ
+                    ? bench_once((impl_kind)impl, row->threads, row->batch, total, zmq_ctx)
+                    : 0.0;
         }
     }
     for (int impl = 0; impl < IMPL_COUNT; impl++) {
@@ -475,10 +476,9 @@ main(int argc, char **argv)
         bench_row_run(row, runs, total, zmq_ctx);
         printf("| %s | %u | %.1f (%.1f-%.1f) | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1fx | %.1fx "
                "|\n",
-               row->shape, row->batch, row->median[IMPL_SLUICE] / 1e6,
-               row->min[IMPL_SLUICE] / 1e6, row->max[IMPL_SLUICE] / 1e6,
-               row->median[IMPL_MUTEX] / 1e6, row->min[IMPL_MUTEX] / 1e6,
-               row->max[IMPL_MUTEX] / 1e6, row->median[IMPL_ZMQ] / 1e6,
+               row->shape, row->batch, row->median[IMPL_SLUICE] / 1e6, row->min[IMPL_SLUICE] / 1e6,
+               row->max[IMPL_SLUICE] / 1e6, row->median[IMPL_MUTEX] / 1e6,
+               row->min[IMPL_MUTEX] / 1e6, row->max[IMPL_MUTEX] / 1e6, row->median[IMPL_ZMQ] / 1e6,
                row->min[IMPL_ZMQ] / 1e6, row->max[IMPL_ZMQ] / 1e6,
                ratio(row->median[IMPL_SLUICE], row->median[IMPL_MUTEX]),
                ratio(row->median[IMPL_SLUICE], row->median[IMPL_ZMQ]));

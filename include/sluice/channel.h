@@ -58,14 +58,14 @@ typedef struct sl_channel_config {
 } sl_channel_config;
 
 typedef struct sl_channel_stats {
-    uint64_t capacity_records; // effective (rounded) capacity
-    uint64_t capacity_bytes;   // 0: no byte cap
-    uint64_t depth_records;    // queued now
-    uint64_t depth_bytes;      // sum of size_bytes queued now
-    double fill_ratio;         // max(records fill, bytes fill), 0..1
-    int64_t oldest_age_ns;     // age of the oldest queued record; 0 when empty
-    uint64_t pushed_total;     // records that entered the queue
-    uint64_t popped_total;     // records delivered to consumers
+    uint64_t capacity_records;          // effective (rounded) capacity
+    uint64_t capacity_bytes;            // 0: no byte cap
+    uint64_t depth_records;             // queued now
+    uint64_t depth_bytes;               // sum of size_bytes queued now
+    double fill_ratio;                  // max(records fill, bytes fill), 0..1
+    int64_t oldest_age_ns;              // age of the oldest queued record; 0 when empty
+    uint64_t pushed_total;              // records that entered the queue
+    uint64_t popped_total;              // records delivered to consumers
     uint64_t dropped_full_newest_total; // SL_CHANNEL_DROP_FULL_NEWEST
     uint64_t dropped_full_oldest_total; // SL_CHANNEL_DROP_FULL_OLDEST
     uint64_t rejected_total;            // records refused with SL_EFULL or SL_EAGAIN

@@ -76,10 +76,10 @@ struct sl_channel {
     // Producer side: tail is records ever published (SPSC) or claimed (MPMC).
     char pad_producer[SL_CACHELINE_BYTES];
     _Atomic uint64_t tail;
-    _Atomic uint64_t bytes_in;  // bytes ever admitted; invariant: bytes_out <= bytes_in
-    _Atomic uint32_t inflight;  // pushes between their closed check and their publish
-    uint64_t cached_head;       // SPSC producer's last view of head (<= head)
-    uint64_t cached_bytes_out;  // SPSC producer's last view of bytes_out
+    _Atomic uint64_t bytes_in; // bytes ever admitted; invariant: bytes_out <= bytes_in
+    _Atomic uint32_t inflight; // pushes between their closed check and their publish
+    uint64_t cached_head;      // SPSC producer's last view of head (<= head)
+    uint64_t cached_bytes_out; // SPSC producer's last view of bytes_out
 
     // Consumer side: head is records ever taken out (pops and evictions).
     char pad_consumer[SL_CACHELINE_BYTES];
@@ -240,7 +240,8 @@ bytes_sum(const uint32_t *sizes, uint32_t count)
     return sum;
 }
 
-// ---- SPSC ring -----------------------------------------------------------------------------------
+// ---- SPSC ring
+// -----------------------------------------------------------------------------------
 
 static uint32_t
 spsc_try_push(sl_channel *ch, void *const *items, const uint32_t *sizes, uint32_t count,
@@ -257,8 +258,8 @@ spsc_try_push(sl_channel *ch, void *const *items, const uint32_t *sizes, uint32_
     uint64_t bytes_in = atomic_load_explicit(&ch->bytes_in, memory_order_relaxed);
     uint64_t sum = 0;
     if (ch->capacity_bytes != 0) {
-        uint32_t fit = bytes_prefix(sizes, n, ch->capacity_bytes - (bytes_in - ch->cached_bytes_out),
-                                    &sum);
+        uint32_t fit =
+            bytes_prefix(sizes, n, ch->capacity_bytes - (bytes_in - ch->cached_bytes_out), &sum);
         if (fit < n) {
             ch->cached_bytes_out = atomic_load_explicit(&ch->bytes_out, memory_order_acquire);
             uint64_t room_bytes = ch->capacity_bytes - (bytes_in - ch->cached_bytes_out);
@@ -362,8 +363,7 @@ mpmc_claim(sl_channel *ch, uint32_t count, uint64_t *pos_out)
             k++;
         }
         if (k == 0) {
-            uint64_t seq = atomic_load_explicit(&ch->seqs[pos & ch->mask],
-                                                memory_order_acquire);
+            uint64_t seq = atomic_load_explicit(&ch->seqs[pos & ch->mask], memory_order_acquire);
             if ((int64_t)(seq - pos) < 0) {
                 return 0; // the slot still holds the record from one lap ago: full
             }
@@ -437,8 +437,7 @@ mpmc_try_pop(sl_channel *ch, void **items, uint32_t *sizes, uint32_t max, uint64
             k++;
         }
         if (k == 0) {
-            uint64_t seq = atomic_load_explicit(&ch->seqs[pos & ch->mask],
-                                                memory_order_acquire);
+            uint64_t seq = atomic_load_explicit(&ch->seqs[pos & ch->mask], memory_order_acquire);
             if ((int64_t)(seq - (pos + 1)) < 0) {
                 return 0; // not filled yet: empty
             }
@@ -469,7 +468,8 @@ mpmc_try_pop(sl_channel *ch, void **items, uint32_t *sizes, uint32_t max, uint64
     return k;
 }
 
-// ---- dispatch --------------------------------------------------------------------------------------
+// ---- dispatch
+// --------------------------------------------------------------------------------------
 
 static uint32_t
 ring_try_push(sl_channel *ch, void *const *items, const uint32_t *sizes, uint32_t count,
@@ -526,12 +526,13 @@ ring_has_data(sl_channel *ch)
     return atomic_load_explicit(&ch->tail, memory_order_acquire) != head;
 }
 
-// ---- waking and sleeping -------------------------------------------------------------------------
-// The sleeper increments its sleepers counter and clears "woken", fences, then re-checks the ring;
-// the waker changes the ring, fences, then reads both. One of the two fences comes first, so
-// either the sleeper sees the change or the waker sees the sleeper (and takes the mutex the sleeper
-// holds until it waits, so the broadcast cannot slip in between). "woken" is set, under the mutex,
-// by the broadcast itself: until a new sleeper clears it, every sleeper has been woken already.
+// ---- waking and sleeping
+// ------------------------------------------------------------------------- The sleeper increments
+// its sleepers counter and clears "woken", fences, then re-checks the ring; the waker changes the
+// ring, fences, then reads both. One of the two fences comes first, so either the sleeper sees the
+// change or the waker sees the sleeper (and takes the mutex the sleeper holds until it waits, so
+// the broadcast cannot slip in between). "woken" is set, under the mutex, by the broadcast itself:
+// until a new sleeper clears it, every sleeper has been woken already.
 
 static void
 fd_signal(int fd)
@@ -869,8 +870,8 @@ sl_channel_push_batch(sl_channel *ch, void *const *items, const uint32_t *sizes,
             break;
         }
         channel_full_cause cause = CHANNEL_FULL_RING;
-        uint32_t n = ring_try_push(ch, items + call.done, sizes + call.done, count - call.done,
-                                   &cause);
+        uint32_t n =
+            ring_try_push(ch, items + call.done, sizes + call.done, count - call.done, &cause);
         atomic_fetch_sub(&ch->inflight, 1);
         if (n > 0) {
             call.done += n;
@@ -1074,8 +1075,8 @@ sl_channel_stats_get(const sl_channel *ch, sl_channel_stats *out)
     uint64_t tail = atomic_load_explicit(&mut->tail, memory_order_acquire);
     uint64_t bytes_in = atomic_load_explicit(&mut->bytes_in, memory_order_acquire);
     uint64_t depth = tail > head ? SL_MIN(tail - head, (uint64_t)ch->capacity) : 0;
-    uint64_t dropped_oldest = atomic_load_explicit(&mut->dropped_oldest_total,
-                                                   memory_order_relaxed);
+    uint64_t dropped_oldest =
+        atomic_load_explicit(&mut->dropped_oldest_total, memory_order_relaxed);
     *out = (sl_channel_stats){
         .capacity_records = ch->capacity,
         .capacity_bytes = ch->capacity_bytes,
@@ -1085,13 +1086,13 @@ sl_channel_stats_get(const sl_channel *ch, sl_channel_stats *out)
         .pushed_total = tail,
         // Evictions go through head too; they are drops, not deliveries.
         .popped_total = head > dropped_oldest ? head - dropped_oldest : 0,
-        .dropped_full_newest_total = atomic_load_explicit(&mut->dropped_newest_total,
-                                                          memory_order_relaxed),
+        .dropped_full_newest_total =
+            atomic_load_explicit(&mut->dropped_newest_total, memory_order_relaxed),
         .dropped_full_oldest_total = dropped_oldest,
         .rejected_total = atomic_load_explicit(&mut->rejected_total, memory_order_relaxed),
         .blocked_ns_total = atomic_load_explicit(&mut->blocked_ns_total, memory_order_relaxed),
-        .blocked_pops_ns_total = atomic_load_explicit(&mut->blocked_pops_ns_total,
-                                                      memory_order_relaxed),
+        .blocked_pops_ns_total =
+            atomic_load_explicit(&mut->blocked_pops_ns_total, memory_order_relaxed),
         .closed = atomic_load(&mut->closed) != 0,
     };
     double fill = (double)depth / (double)ch->capacity;

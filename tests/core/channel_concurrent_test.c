@@ -64,12 +64,12 @@ typedef struct run {
     uint32_t consumers;
     uint32_t per_producer;
     uint64_t seed;
-    _Atomic uint8_t *seen; // producers * per_producer delivery counts
+    _Atomic uint8_t *seen;     // producers * per_producer delivery counts
     _Atomic uint64_t accepted; // records a push returned SL_OK for
     _Atomic uint64_t refused;  // records handed back with SL_EFULL (REJECT), retries included
     _Atomic uint64_t given_up; // records a producer gave up on after SL_EFULL
     _Atomic uint64_t delivered;
-    _Atomic uint64_t dropped;  // through drop_cb
+    _Atomic uint64_t dropped; // through drop_cb
     _Atomic uint32_t producers_left;
     _Atomic uint32_t order_violations;
     _Atomic uint32_t next_id;
@@ -104,8 +104,8 @@ producer_main(void *p)
             sizes[i] = (seq + i) % 64;
         }
         uint32_t pushed = 0;
-        int err = sl_channel_push_batch(r->ch, items, sizes, batch, &pushed,
-                                        sl_deadline_after_ms(20000));
+        int err =
+            sl_channel_push_batch(r->ch, items, sizes, batch, &pushed, sl_deadline_after_ms(20000));
         atomic_fetch_add(&r->accepted, pushed);
         seq += pushed;
         if (err == SL_EFULL) {
@@ -139,8 +139,8 @@ consumer_main(void *p)
         uint32_t sizes[BATCH_MAX];
         uint32_t max = (uint32_t)(sl_test_rand(&rng) % BATCH_MAX) + 1;
         uint32_t popped = 0;
-        int err = sl_channel_pop_batch(r->ch, items, sizes, max, &popped,
-                                       sl_deadline_after_ms(20000));
+        int err =
+            sl_channel_pop_batch(r->ch, items, sizes, max, &popped, sl_deadline_after_ms(20000));
         if (err == SL_ECLOSED) {
             break;
         }
@@ -195,20 +195,27 @@ static sl_channel *
 channel_make(sl_channel_kind kind, uint32_t records, uint64_t bytes, sl_full_policy policy,
              sl_budget *budget, run *r)
 {
-    sl_channel_config cfg = {.name = "c", .kind = kind, .capacity_records = records,
-                             .capacity_bytes = bytes, .budget = budget, .full_policy = policy,
-                             .drop_cb = run_on_drop, .drop_user = r};
+    sl_channel_config cfg = {.name = "c",
+                             .kind = kind,
+                             .capacity_records = records,
+                             .capacity_bytes = bytes,
+                             .budget = budget,
+                             .full_policy = policy,
+                             .drop_cb = run_on_drop,
+                             .drop_user = r};
     sl_channel *ch = NULL;
     assert_int_equal(sl_channel_new(&cfg, &ch), SL_OK);
     return ch;
 }
 
 static void
-lossless_exactly_once(sl_channel_kind kind, uint32_t producers, uint32_t consumers,
-                      uint64_t bytes, sl_budget *budget)
+lossless_exactly_once(sl_channel_kind kind, uint32_t producers, uint32_t consumers, uint64_t bytes,
+                      sl_budget *budget)
 {
-    run r = {.producers = producers, .consumers = consumers,
-             .per_producer = records_per_producer(), .seed = sl_test_seed()};
+    run r = {.producers = producers,
+             .consumers = consumers,
+             .per_producer = records_per_producer(),
+             .seed = sl_test_seed()};
     r.ch = channel_make(kind, 16, bytes, SL_FULL_BLOCK, budget, &r);
     run_exec(&r);
     uint64_t total = (uint64_t)producers * r.per_producer;
@@ -270,8 +277,10 @@ static void
 lossy_accounts_for_everything(sl_channel_kind kind, sl_full_policy policy, uint32_t producers,
                               uint32_t consumers)
 {
-    run r = {.producers = producers, .consumers = consumers,
-             .per_producer = records_per_producer(), .seed = sl_test_seed()};
+    run r = {.producers = producers,
+             .consumers = consumers,
+             .per_producer = records_per_producer(),
+             .seed = sl_test_seed()};
     r.ch = channel_make(kind, 8, 0, policy, NULL, &r);
     run_exec(&r);
     uint64_t total = (uint64_t)producers * r.per_producer;
@@ -404,8 +413,8 @@ close_race_producer(void *p)
     // Bounded: the main thread closes the channel after a short time.
     for (;;) {
         uint32_t pushed = 0;
-        int err = sl_channel_push_batch(c->ch, items, sizes, 8, &pushed,
-                                        sl_deadline_after_ms(20000));
+        int err =
+            sl_channel_push_batch(c->ch, items, sizes, 8, &pushed, sl_deadline_after_ms(20000));
         atomic_fetch_add(&c->accepted, pushed);
         if (err == SL_ECLOSED) {
             return NULL;
@@ -422,8 +431,7 @@ close_race_consumer(void *p)
     for (;;) {
         void *items[8];
         uint32_t popped = 0;
-        int err = sl_channel_pop_batch(c->ch, items, NULL, 8, &popped,
-                                       sl_deadline_after_ms(20000));
+        int err = sl_channel_pop_batch(c->ch, items, NULL, 8, &popped, sl_deadline_after_ms(20000));
         if (err == SL_ECLOSED) {
             return NULL;
         }
@@ -443,14 +451,13 @@ test_channel_close_during_traffic_strands_nothing(void **state)
     for (size_t s = 0; s < SL_ARRAY_LEN(shapes); s++) {
         for (int round = 0; round < 5; round++) {
             run unused = {0};
-            close_race c = {.ch = channel_make(shapes[s].kind, 16, 0, SL_FULL_BLOCK, NULL,
-                                               &unused)};
+            close_race c = {.ch =
+                                channel_make(shapes[s].kind, 16, 0, SL_FULL_BLOCK, NULL, &unused)};
             pthread_t threads[4];
             uint32_t n = shapes[s].threads;
             for (uint32_t i = 0; i < n; i++) {
                 assert_int_equal(pthread_create(&threads[i], NULL, close_race_producer, &c), 0);
-                assert_int_equal(pthread_create(&threads[n + i], NULL, close_race_consumer, &c),
-                                 0);
+                assert_int_equal(pthread_create(&threads[n + i], NULL, close_race_consumer, &c), 0);
             }
             nap_ms(5 + round * 3);
             sl_channel_close(c.ch);

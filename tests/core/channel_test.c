@@ -53,9 +53,13 @@ static sl_channel *
 channel_make(sl_channel_kind kind, uint32_t records, uint64_t bytes, sl_full_policy policy,
              drop_log *log)
 {
-    sl_channel_config cfg = {.name = "t", .kind = kind, .capacity_records = records,
-                             .capacity_bytes = bytes, .full_policy = policy,
-                             .drop_cb = log != NULL ? on_drop : NULL, .drop_user = log};
+    sl_channel_config cfg = {.name = "t",
+                             .kind = kind,
+                             .capacity_records = records,
+                             .capacity_bytes = bytes,
+                             .full_policy = policy,
+                             .drop_cb = log != NULL ? on_drop : NULL,
+                             .drop_user = log};
     sl_channel *ch = NULL;
     assert_int_equal(sl_channel_new(&cfg, &ch), SL_OK);
     return ch;
@@ -278,8 +282,11 @@ test_channel_budget_refusal_is_full_and_release_on_pop(void **state)
         sl_budget_config bcfg = {.name = "b", .capacity_bytes = 3 * sl_budget_record_cost(10)};
         sl_budget *budget = NULL;
         assert_int_equal(sl_budget_new(&bcfg, NULL, &budget), SL_OK);
-        sl_channel_config cfg = {.name = "cb", .kind = KINDS[k], .capacity_records = 64,
-                                 .budget = budget, .full_policy = SL_FULL_REJECT};
+        sl_channel_config cfg = {.name = "cb",
+                                 .kind = KINDS[k],
+                                 .capacity_records = 64,
+                                 .budget = budget,
+                                 .full_policy = SL_FULL_REJECT};
         sl_channel *ch = NULL;
         assert_int_equal(sl_channel_new(&cfg, &ch), SL_OK);
         void *items[4] = {item_of(0), item_of(1), item_of(2), item_of(3)};
@@ -325,13 +332,11 @@ test_channel_batches_keep_order_and_partial_counts(void **state)
         assert_int_equal(sl_channel_pop_batch(ch, out, out_sizes, 5, &popped, SL_DEADLINE_NOW),
                          SL_OK);
         assert_int_equal(popped, 5);
-        assert_int_equal(sl_channel_push_batch(ch, items + 8, sizes + 8, 2, &pushed,
-                                               SL_DEADLINE_NOW),
-                         SL_OK);
+        assert_int_equal(
+            sl_channel_push_batch(ch, items + 8, sizes + 8, 2, &pushed, SL_DEADLINE_NOW), SL_OK);
         assert_int_equal(pushed, 2);
-        assert_int_equal(sl_channel_pop_batch(ch, out + 5, out_sizes + 5, 16, &popped,
-                                              SL_DEADLINE_NOW),
-                         SL_OK);
+        assert_int_equal(
+            sl_channel_pop_batch(ch, out + 5, out_sizes + 5, 16, &popped, SL_DEADLINE_NOW), SL_OK);
         assert_int_equal(popped, 5);
         for (uint32_t i = 0; i < 10; i++) {
             assert_int_equal(value_of(out[i]), i);
