@@ -389,6 +389,13 @@ SL_API SL_MUST_USE int sl_frame_header_decode(const void *buf, size_t len, uint3
 SL_API SL_MUST_USE int sl_proto_decode(const void *buf, size_t len, uint32_t max_frame,
                                        sl_frame *out, size_t *consumed, const char **why_out);
 
+// Encodes frame (its header's type and stream id select the form; length and flags are ignored)
+// like the per-type encoder of that type; decoded list views (raw) are accepted in place of
+// entries. A frame sl_proto_decode accepted re-encodes to the same bytes: the encoding is
+// canonical. Returns SL_OK, SL_EFULL, or SL_EINVAL (unknown type or invalid content).
+SL_API SL_MUST_USE int sl_proto_encode(void *buf, size_t cap, const sl_frame *frame,
+                                       size_t *len_out);
+
 // Returns the frame type's name ("PRODUCE"), or NULL for an unknown code.
 SL_API const char *sl_proto_frame_name(uint8_t type);
 
