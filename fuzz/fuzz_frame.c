@@ -27,8 +27,8 @@ walk_lists(const sl_frame *f)
     sl_proto_cursor c;
     uint32_t n = 0;
     if (f->header.type == SL_FRAME_PRODUCE || f->header.type == SL_FRAME_DELIVER) {
-        const sl_proto_batches *b = f->header.type == SL_FRAME_PRODUCE ? &f->u.produce.batches
-                                                                      : &f->u.deliver.batches;
+        const sl_proto_batches *b =
+            f->header.type == SL_FRAME_PRODUCE ? &f->u.produce.batches : &f->u.deliver.batches;
         const uint8_t *batch;
         sl_batch_header h;
         sl_proto_batches_init(&c, b);
@@ -77,8 +77,8 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     // The first byte picks the negotiated maximum, so both limits are exercised.
-    uint32_t max_frame = size > 0 && (data[0] & 1) ? SL_PROTO_FRAME_SIZE_MIN
-                                                   : SL_PROTO_FRAME_SIZE_DEFAULT;
+    uint32_t max_frame =
+        size > 0 && (data[0] & 1) ? SL_PROTO_FRAME_SIZE_MIN : SL_PROTO_FRAME_SIZE_DEFAULT;
     size_t pos = 0;
     for (uint32_t n = 0; n < FUZZ_FRAMES_MAX && pos < size; n++) {
         sl_frame f;

@@ -91,8 +91,8 @@ topic_request_ok(uint8_t type, sl_proto_str topic)
 }
 
 int
-sl_proto_encode_topic_request(void *buf, size_t cap, uint8_t type,
-                              const sl_proto_topic_request *in, size_t *len_out)
+sl_proto_encode_topic_request(void *buf, size_t cap, uint8_t type, const sl_proto_topic_request *in,
+                              size_t *len_out)
 {
     if (!is_topic_request(type) || !topic_request_ok(type, in->topic)) {
         return SL_EINVAL;
@@ -137,8 +137,7 @@ check_list_topics(const sl_proto_list_topics *l)
 }
 
 int
-sl_proto_encode_list_topics(void *buf, size_t cap, const sl_proto_list_topics *in,
-                            size_t *len_out)
+sl_proto_encode_list_topics(void *buf, size_t cap, const sl_proto_list_topics *in, size_t *len_out)
 {
     if (check_list_topics(in) != NULL) {
         return SL_EINVAL;
@@ -500,14 +499,14 @@ sl__proto_decode_admin(uint8_t type, sl__rd *r, sl_frame *out)
     }
 }
 
-#define SL__PROTO_DECODER(name, type)                                                              \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out)                         \
-    {                                                                                              \
-        SL_ASSERT(out != NULL);                                                                    \
-        sl__rd r;                                                                                  \
-        sl__rd_init(&r, payload, len);                                                             \
-        rd_##name(&r, out);                                                                        \
-        return sl__rd_end(&r);                                                                     \
+#define SL__PROTO_DECODER(name, type)                                      \
+    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
+    {                                                                      \
+        SL_ASSERT(out != NULL);                                            \
+        sl__rd r;                                                          \
+        sl__rd_init(&r, payload, len);                                     \
+        rd_##name(&r, out);                                                \
+        return sl__rd_end(&r);                                             \
     }
 
 SL__PROTO_DECODER(create_topic, sl_proto_create_topic)

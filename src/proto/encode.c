@@ -14,8 +14,7 @@ encode_connection(void *buf, size_t cap, const sl_frame *f, size_t *len_out)
         return sl_proto_encode_hello_ok(buf, cap, &f->u.hello_ok, len_out);
     case SL_FRAME_PING:
     case SL_FRAME_PONG:
-        return sl_proto_encode_ping(buf, cap, f->header.type == SL_FRAME_PONG, &f->u.ping,
-                                    len_out);
+        return sl_proto_encode_ping(buf, cap, f->header.type == SL_FRAME_PONG, &f->u.ping, len_out);
     case SL_FRAME_GOAWAY:
         return sl_proto_encode_goaway(buf, cap, &f->u.goaway, len_out);
     case SL_FRAME_CREATE_TOPIC:

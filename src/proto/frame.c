@@ -33,8 +33,8 @@ static int
 frame_scope(uint8_t type)
 {
     switch (type) {
-#define SL__FRAME_SCOPE(name, code, scope)                                                         \
-    case (code):                                                                                   \
+#define SL__FRAME_SCOPE(name, code, scope) \
+    case (code):                           \
         return SCOPE_##scope;
         SL_PROTO_FRAME_MAP(SL__FRAME_SCOPE)
 #undef SL__FRAME_SCOPE
@@ -47,8 +47,8 @@ const char *
 sl_proto_frame_name(uint8_t type)
 {
     switch (type) {
-#define SL__FRAME_NAME(name, code, scope)                                                          \
-    case (code):                                                                                   \
+#define SL__FRAME_NAME(name, code, scope) \
+    case (code):                          \
         return #name;
         SL_PROTO_FRAME_MAP(SL__FRAME_NAME)
 #undef SL__FRAME_NAME
@@ -207,7 +207,8 @@ check_hello(const sl_proto_hello *h)
         h->max_frame_bytes > SL_PROTO_FRAME_SIZE_CEILING) {
         return "HELLO max frame size out of range";
     }
-    if (h->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN || h->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
+    if (h->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN ||
+        h->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
         return "HELLO heartbeat interval out of range";
     }
     return sl__str_ok(h->client_id, 0, SL_PROTO_CLIENT_ID_MAX) ? NULL : "HELLO client id too long";
@@ -254,14 +255,15 @@ check_hello_ok(const sl_proto_hello_ok *h)
         h->max_frame_bytes > SL_PROTO_FRAME_SIZE_CEILING) {
         return "HELLO_OK max frame size out of range";
     }
-    if (h->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN || h->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
+    if (h->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN ||
+        h->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
         return "HELLO_OK heartbeat interval out of range";
     }
     if (h->max_streams == 0 || h->max_streams > SL_PROTO_STREAMS_MAX) {
         return "HELLO_OK max streams out of range";
     }
     return sl__str_ok(h->broker_id, 0, SL_PROTO_CLIENT_ID_MAX) ? NULL
-                                                                : "HELLO_OK broker id too long";
+                                                               : "HELLO_OK broker id too long";
 }
 
 int
@@ -471,14 +473,14 @@ sl_proto_decode(const void *buf, size_t len, uint32_t max_frame, sl_frame *out, 
 }
 
 // The public per-type decoders: one payload, one form.
-#define SL__PROTO_DECODER(name, type, body)                                                        \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out)                         \
-    {                                                                                              \
-        SL_ASSERT(out != NULL);                                                                    \
-        sl__rd r;                                                                                  \
-        sl__rd_init(&r, payload, len);                                                             \
-        body;                                                                                      \
-        return sl__rd_end(&r);                                                                     \
+#define SL__PROTO_DECODER(name, type, body)                                \
+    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
+    {                                                                      \
+        SL_ASSERT(out != NULL);                                            \
+        sl__rd r;                                                          \
+        sl__rd_init(&r, payload, len);                                     \
+        body;                                                              \
+        return sl__rd_end(&r);                                             \
     }
 
 SL__PROTO_DECODER(hello, sl_proto_hello, rd_hello(&r, out))

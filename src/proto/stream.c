@@ -225,8 +225,8 @@ check_produce(const sl_proto_produce *p, uint32_t *record_count)
         return "unknown acks level";
     }
     batch_walk walk;
-    const char *why = walk_batches(p->batches.data, p->batches.size_bytes,
-                                   p->batches.batch_count, &walk);
+    const char *why =
+        walk_batches(p->batches.data, p->batches.size_bytes, p->batches.batch_count, &walk);
     if (why != NULL) {
         return why;
     }
@@ -405,8 +405,8 @@ static const char *
 check_deliver(const sl_proto_deliver *d, uint32_t *record_count)
 {
     batch_walk walk;
-    const char *why = walk_batches(d->batches.data, d->batches.size_bytes,
-                                   d->batches.batch_count, &walk);
+    const char *why =
+        walk_batches(d->batches.data, d->batches.size_bytes, d->batches.batch_count, &walk);
     if (why != NULL) {
         return why;
     }
@@ -522,14 +522,14 @@ sl__proto_decode_stream(uint8_t type, sl__rd *r, sl_frame *out)
 
 // The public per-type decoders: one payload, one form. Generated, since each only wraps its
 // reader: grep for "SL__PROTO_DECODER(name" to find one.
-#define SL__PROTO_DECODER(name, type)                                                              \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out)                         \
-    {                                                                                              \
-        SL_ASSERT(out != NULL);                                                                    \
-        sl__rd r;                                                                                  \
-        sl__rd_init(&r, payload, len);                                                             \
-        rd_##name(&r, out);                                                                        \
-        return sl__rd_end(&r);                                                                     \
+#define SL__PROTO_DECODER(name, type)                                      \
+    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
+    {                                                                      \
+        SL_ASSERT(out != NULL);                                            \
+        sl__rd r;                                                          \
+        sl__rd_init(&r, payload, len);                                     \
+        rd_##name(&r, out);                                                \
+        return sl__rd_end(&r);                                             \
     }
 
 SL__PROTO_DECODER(open_produce, sl_proto_open_produce)

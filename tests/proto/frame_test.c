@@ -24,8 +24,8 @@ make_batch(uint8_t *buf, size_t cap, uint32_t record_count, uint32_t seq, uint64
     sl_batch_builder_init(&b, buf, cap);
     sl_batch_builder_set_producer(&b, 7, seq);
     for (uint32_t i = 0; i < record_count; i++) {
-        sl_record r = {.key = "k", .key_size = 1, .value = "value", .value_size = 5,
-                       .timestamp_us = 1000 + i};
+        sl_record r = {
+            .key = "k", .key_size = 1, .value = "value", .value_size = 5, .timestamp_us = 1000 + i};
         assert_int_equal(sl_batch_builder_add(&b, &r), SL_OK);
     }
     size_t len = 0;
@@ -58,9 +58,12 @@ encode_sample(int index, uint8_t *buf, size_t cap)
 {
     size_t len = 0;
     int err = SL_EINVAL;
-    sl_proto_topic_config cfg = {.partition_count = 2, .max_backlog_bytes = 1u << 30,
-                                 .max_lag_ms = 60000, .full_policy = SL_FULL_REJECT,
-                                 .retention_bytes = 1ull << 40, .retention_ms = 86400000};
+    sl_proto_topic_config cfg = {.partition_count = 2,
+                                 .max_backlog_bytes = 1u << 30,
+                                 .max_lag_ms = 60000,
+                                 .full_policy = SL_FULL_REJECT,
+                                 .retention_bytes = 1ull << 40,
+                                 .retention_ms = 86400000};
     switch (index) {
     case 0: {
         sl_proto_hello h = {1, 1, MAX_FRAME, 5000, STR("client-1")};
@@ -156,20 +159,20 @@ encode_sample(int index, uint8_t *buf, size_t cap)
         break;
     }
     case 22: {
-        sl_proto_admin_result a = {80, {sl_proto_code_from_status(SL_EEXIST), 0, 0,
-                                        STR("topic orders exists")}};
+        sl_proto_admin_result a = {
+            80, {sl_proto_code_from_status(SL_EEXIST), 0, 0, STR("topic orders exists")}};
         err = sl_proto_encode_admin_result(buf, cap, &a, &len);
         break;
     }
     case 23: {
-        sl_proto_topic_list l = {.correlation_id = 79, .more = true, .entry_count = 2,
-                                 .entries = g_topics};
+        sl_proto_topic_list l = {
+            .correlation_id = 79, .more = true, .entry_count = 2, .entries = g_topics};
         err = sl_proto_encode_topic_list(buf, cap, &l, &len);
         break;
     }
     case 24: {
-        sl_proto_topic_info t = {.correlation_id = 81, .config = cfg, .topic = STR("orders"),
-                                 .partitions = g_parts};
+        sl_proto_topic_info t = {
+            .correlation_id = 81, .config = cfg, .topic = STR("orders"), .partitions = g_parts};
         err = sl_proto_encode_topic_info(buf, cap, &t, &len);
         break;
     }
@@ -452,8 +455,8 @@ test_encoders_refuse_what_decoders_refuse(void **state)
     (void)state;
     uint8_t buf[SAMPLE_CAP];
     size_t len;
-    sl_proto_open_produce bad_names[] = {{0, 0, STR("")}, {0, 0, STR("a/b")}, {0, 0, STR("é")},
-                                         {0, 0, STR("a b")}};
+    sl_proto_open_produce bad_names[] = {
+        {0, 0, STR("")}, {0, 0, STR("a/b")}, {0, 0, STR("é")}, {0, 0, STR("a b")}};
     for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
         assert_int_equal(sl_proto_encode_open_produce(buf, sizeof(buf), 1, &bad_names[i], &len),
                          SL_EINVAL);
@@ -534,9 +537,9 @@ test_encoders_refuse_what_decoders_refuse(void **state)
     ct.config.full_policy = 3;
     assert_int_equal(sl_proto_encode_create_topic(buf, sizeof(buf), &ct, &len), SL_EINVAL);
     sl_proto_topic_request del = {1, STR("")};
-    assert_int_equal(sl_proto_encode_topic_request(buf, sizeof(buf), SL_FRAME_DELETE_TOPIC, &del,
-                                                   &len),
-                     SL_EINVAL);
+    assert_int_equal(
+        sl_proto_encode_topic_request(buf, sizeof(buf), SL_FRAME_DELETE_TOPIC, &del, &len),
+        SL_EINVAL);
     assert_int_equal(sl_proto_encode_topic_request(buf, sizeof(buf), SL_FRAME_PING, &del, &len),
                      SL_EINVAL);
 }
