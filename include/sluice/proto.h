@@ -468,6 +468,16 @@ SL_API SL_MUST_USE int sl_proto_encode_commit(void *buf, size_t cap, uint32_t st
                                               const sl_proto_commit *in, size_t *len_out);
 SL__PROTO_CODEC(commit, sl_proto_commit);
 
+// Zero-copy variants: write only the header and fixed fields of a PRODUCE or DELIVER whose
+// length covers in->batches.size_bytes more; the caller sends those batch bytes right after
+// (writev, sendfile from the log), so in->batches.data is not read. The batches are not checked
+// (only their count and total size): the caller vouches that they follow the PRODUCE / DELIVER
+// rules of docs/protocol.md, e.g. because its log validated them. *len_out is the prefix size.
+SL_API SL_MUST_USE int sl_proto_encode_produce_prefix(void *buf, size_t cap, uint32_t stream_id,
+                                                      const sl_proto_produce *in, size_t *len_out);
+SL_API SL_MUST_USE int sl_proto_encode_deliver_prefix(void *buf, size_t cap, uint32_t stream_id,
+                                                      const sl_proto_deliver *in, size_t *len_out);
+
 // Admin (connection level, matched by correlation id).
 SL_API SL_MUST_USE int sl_proto_encode_create_topic(void *buf, size_t cap,
                                                     const sl_proto_create_topic *in,
@@ -496,6 +506,8 @@ SL_API SL_MUST_USE int sl_proto_encode_stats_result(void *buf, size_t cap,
                                                     const sl_proto_stats_result *in,
                                                     size_t *len_out);
 SL__PROTO_CODEC(stats_result, sl_proto_stats_result);
+
+#undef SL__PROTO_CODEC
 
 // ---- walking decoded lists ---------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ sl_proto_encode_create_topic(void *buf, size_t cap, const sl_proto_create_topic 
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_topic_config(&w, &in->config);
     sl__wr_str(&w, in->topic);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -101,7 +101,7 @@ sl_proto_encode_topic_request(void *buf, size_t cap, uint8_t type, const sl_prot
     sl__wr_begin(&w, buf, cap, type, 0);
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_str(&w, in->topic);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -147,7 +147,7 @@ sl_proto_encode_list_topics(void *buf, size_t cap, const sl_proto_list_topics *i
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_u16(&w, in->max_entries);
     sl__wr_str(&w, in->start_after);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -172,7 +172,7 @@ sl_proto_encode_admin_result(void *buf, size_t cap, const sl_proto_admin_result 
     sl__wr_begin(&w, buf, cap, SL_FRAME_ADMIN_RESULT, 0);
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_status(&w, &in->status);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -244,7 +244,7 @@ sl_proto_encode_topic_list(void *buf, size_t cap, const sl_proto_topic_list *in,
             return SL_EINVAL;
         }
         sl__wr_bytes(&w, in->raw, in->raw_size);
-        return sl__wr_finish(&w, len_out);
+        return sl__wr_finish(&w, len_out, 0);
     }
     for (uint16_t i = 0; i < in->entry_count; i++) {
         if (!topic_entry_ok(&in->entries[i])) {
@@ -253,7 +253,7 @@ sl_proto_encode_topic_list(void *buf, size_t cap, const sl_proto_topic_list *in,
         sl__wr_str(&w, in->entries[i].name);
         sl__wr_u32(&w, in->entries[i].partition_count);
     }
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -329,7 +329,7 @@ sl_proto_encode_topic_info(void *buf, size_t cap, const sl_proto_topic_info *in,
     if (in->partitions == NULL) {
         // A decoded TOPIC_INFO passed through: fixed-size entries, any values are valid.
         sl__wr_bytes(&w, in->raw, (size_t)in->config.partition_count * PARTITION_INFO_BYTES);
-        return sl__wr_finish(&w, len_out);
+        return sl__wr_finish(&w, len_out, 0);
     }
     for (uint32_t i = 0; i < in->config.partition_count; i++) {
         const sl_proto_partition_info *p = &in->partitions[i];
@@ -338,7 +338,7 @@ sl_proto_encode_topic_info(void *buf, size_t cap, const sl_proto_topic_info *in,
         sl__wr_u64(&w, p->durable_offset);
         sl__wr_u64(&w, p->backlog_bytes);
     }
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -401,7 +401,7 @@ sl_proto_encode_stats_result(void *buf, size_t cap, const sl_proto_stats_result 
             return SL_EINVAL;
         }
         sl__wr_bytes(&w, in->raw, in->raw_size);
-        return sl__wr_finish(&w, len_out);
+        return sl__wr_finish(&w, len_out, 0);
     }
     for (uint16_t i = 0; i < in->entry_count; i++) {
         if (!stat_name_ok(in->entries[i].name)) {
@@ -410,7 +410,7 @@ sl_proto_encode_stats_result(void *buf, size_t cap, const sl_proto_stats_result 
         sl__wr_str(&w, in->entries[i].name);
         sl__wr_u64(&w, in->entries[i].value);
     }
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void

@@ -128,15 +128,16 @@ sl__wr_begin(sl__wr *w, void *buf, size_t cap, uint8_t type, uint32_t stream_id)
 }
 
 int
-sl__wr_finish(sl__wr *w, size_t *len_out)
+sl__wr_finish(sl__wr *w, size_t *len_out, size_t trailing_bytes)
 {
     SL_ASSERT(len_out != NULL);
     if (w->full) {
         return SL_EFULL;
     }
     // Encoders bound their inputs, so a frame past the ceiling is a bug, not bad input.
-    SL_ASSERT(w->pos <= SL_PROTO_FRAME_SIZE_CEILING);
-    uint32_t length = (uint32_t)(w->pos - SL_PROTO_FRAME_HEADER_BYTES);
+    SL_ASSERT(trailing_bytes <= SL_PROTO_FRAME_SIZE_CEILING &&
+              w->pos + trailing_bytes <= SL_PROTO_FRAME_SIZE_CEILING);
+    uint32_t length = (uint32_t)(w->pos + trailing_bytes - SL_PROTO_FRAME_HEADER_BYTES);
     memcpy(w->buf, &length, sizeof(length));
     *len_out = w->pos;
     return SL_OK;
@@ -228,7 +229,7 @@ sl_proto_encode_hello(void *buf, size_t cap, const sl_proto_hello *in, size_t *l
     sl__wr_u32(&w, in->max_frame_bytes);
     sl__wr_u32(&w, in->heartbeat_ms);
     sl__wr_str(&w, in->client_id);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -280,7 +281,7 @@ sl_proto_encode_hello_ok(void *buf, size_t cap, const sl_proto_hello_ok *in, siz
     sl__wr_u32(&w, in->heartbeat_ms);
     sl__wr_u32(&w, in->max_streams);
     sl__wr_str(&w, in->broker_id);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -301,7 +302,7 @@ sl_proto_encode_ping(void *buf, size_t cap, bool pong, const sl_proto_ping *in, 
     sl__wr w;
     sl__wr_begin(&w, buf, cap, pong ? SL_FRAME_PONG : SL_FRAME_PING, 0);
     sl__wr_u64(&w, in->nonce);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -358,7 +359,7 @@ sl_proto_encode_error(void *buf, size_t cap, uint32_t stream_id, const sl_proto_
     sl__wr w;
     sl__wr_begin(&w, buf, cap, SL_FRAME_ERROR, stream_id);
     wr_status(&w, in);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 int
@@ -371,7 +372,7 @@ sl_proto_encode_stream_close(void *buf, size_t cap, uint32_t stream_id, const sl
     sl__wr w;
     sl__wr_begin(&w, buf, cap, SL_FRAME_STREAM_CLOSE, stream_id);
     wr_status(&w, in);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static const char *
@@ -396,7 +397,7 @@ sl_proto_encode_goaway(void *buf, size_t cap, const sl_proto_goaway *in, size_t 
     sl__wr_u32(&w, in->last_stream_id);
     sl__wr_u32(&w, in->retry_after_ms);
     sl__wr_str(&w, in->message);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void

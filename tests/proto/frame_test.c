@@ -562,6 +562,49 @@ test_encoders_report_full_buffers(void **state)
     }
 }
 
+// A prefix followed by the batches is byte for byte the whole frame (writev / sendfile path).
+static void
+test_prefix_encoders_match_whole_frames(void **state)
+{
+    (void)state;
+    uint8_t whole[SAMPLE_CAP];
+    uint8_t joined[SAMPLE_CAP];
+    size_t whole_len = encode_sample(10, whole, sizeof(whole));
+    sl_proto_produce p = {SL_ACKS_LOG, 10, sample_batches()};
+    size_t prefix_len = 0;
+    p.batches.data = NULL; // not read by the prefix encoder
+    assert_int_equal(sl_proto_encode_produce_prefix(joined, sizeof(joined), 1, &p, &prefix_len),
+                     SL_OK);
+    assert_int_equal(prefix_len, SL_PROTO_FRAME_HEADER_BYTES + 8);
+    memcpy(joined + prefix_len, g_batches, g_batches_size);
+    assert_int_equal(prefix_len + g_batches_size, whole_len);
+    assert_memory_equal(joined, whole, whole_len);
+    assert_int_equal(sl_proto_encode_produce_prefix(joined, prefix_len - 1, 1, &p, &prefix_len),
+                     SL_EFULL);
+
+    whole_len = encode_sample(15, whole, sizeof(whole));
+    sl_proto_deliver d = {101, 105, 200, sample_batches()};
+    assert_int_equal(sl_proto_encode_deliver_prefix(joined, sizeof(joined), 2, &d, &prefix_len),
+                     SL_OK);
+    assert_int_equal(prefix_len, SL_PROTO_FRAME_HEADER_BYTES + 28);
+    memcpy(joined + prefix_len, g_batches, g_batches_size);
+    assert_memory_equal(joined, whole, whole_len);
+
+    d.end_offset = d.first_offset;
+    assert_int_equal(sl_proto_encode_deliver_prefix(joined, sizeof(joined), 2, &d, &prefix_len),
+                     SL_EINVAL);
+    d.end_offset = 105;
+    d.batches.size_bytes = SL_BATCH_HEADER_BYTES; // two batches cannot fit in 64 bytes
+    assert_int_equal(sl_proto_encode_deliver_prefix(joined, sizeof(joined), 2, &d, &prefix_len),
+                     SL_EINVAL);
+    d.batches.size_bytes = SL_PROTO_FRAME_SIZE_CEILING;
+    assert_int_equal(sl_proto_encode_deliver_prefix(joined, sizeof(joined), 2, &d, &prefix_len),
+                     SL_EINVAL);
+    p.batches.batch_count = 0;
+    assert_int_equal(sl_proto_encode_produce_prefix(joined, sizeof(joined), 1, &p, &prefix_len),
+                     SL_EINVAL);
+}
+
 // Frames back to back in one buffer decode one by one, as a socket reader would.
 static void
 test_frames_back_to_back(void **state)
@@ -724,6 +767,7 @@ main(void)
         cmocka_unit_test(test_unknown_reserved_and_misscoped_frames),
         cmocka_unit_test(test_encoders_refuse_what_decoders_refuse),
         cmocka_unit_test(test_encoders_report_full_buffers),
+        cmocka_unit_test(test_prefix_encoders_match_whole_frames),
         cmocka_unit_test(test_frames_back_to_back),
         cmocka_unit_test(test_helpers),
         cmocka_unit_test(test_random_mutations_never_crash),
