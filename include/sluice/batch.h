@@ -40,7 +40,7 @@ typedef struct sl_record {
     uint32_t value_size;
     int64_t timestamp_us; // wall clock, microseconds since the epoch
     uint16_t header_count;
-    const sl_header *headers; // when appending; NULL when header_count == 0
+    const sl_header *headers;   // when appending; NULL when header_count == 0
     const uint8_t *raw_headers; // when reading: encoded headers (see sl_record_header_at)
     uint32_t raw_headers_size;
 } sl_record;
@@ -56,9 +56,9 @@ typedef struct sl_batch_header {
     uint32_t record_count;
     int64_t first_timestamp_us;
     int64_t last_timestamp_us;
-    uint64_t producer_id; // 0: none
-    uint32_t producer_seq; // sequence of the first record, for idempotent producers
-    uint32_t records_size; // bytes of the record section as stored
+    uint64_t producer_id;       // 0: none
+    uint32_t producer_seq;      // sequence of the first record, for idempotent producers
+    uint32_t records_size;      // bytes of the record section as stored
     uint32_t uncompressed_size; // bytes of the record section before compression
 } sl_batch_header;
 

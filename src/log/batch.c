@@ -39,8 +39,8 @@
 #include "log/crc32c.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "batch encoding assumes little-endian");
-_Static_assert(SL_BATCH_SIZE_MAX >= SL_RECORD_SIZE_MAX + SL_BATCH_HEADER_BYTES +
-                                        SL_RECORD_HEADER_BYTES,
+_Static_assert(SL_BATCH_SIZE_MAX >=
+                   SL_RECORD_SIZE_MAX + SL_BATCH_HEADER_BYTES + SL_RECORD_HEADER_BYTES,
                "the largest record must fit in a batch");
 
 #define CRC_START          16u
@@ -107,8 +107,8 @@ sl_record_encoded_size(const sl_record *r)
     SL_ASSERT(r != NULL);
     SL_ASSERT(r->header_count == 0 || r->headers != NULL);
     // 64-bit sums cannot wrap: at most 2^16 headers of 2^16 + 2^32 bytes each.
-    uint64_t size = SL_RECORD_HEADER_BYTES + (uint64_t)(r->key != NULL ? r->key_size : 0) +
-                    r->value_size;
+    uint64_t size =
+        SL_RECORD_HEADER_BYTES + (uint64_t)(r->key != NULL ? r->key_size : 0) + r->value_size;
     for (uint32_t i = 0; i < r->header_count; i++) {
         size += HEADER_ENTRY_BYTES + (uint64_t)r->headers[i].name_size + r->headers[i].value_size;
     }
@@ -407,8 +407,8 @@ record_check(const uint8_t *p, size_t avail, uint32_t index)
     }
     uint32_t key_size = rd32(p + 16);
     // 64-bit sums: a 32-bit key plus a 32-bit value could wrap a 32-bit size.
-    uint64_t used = SL_RECORD_HEADER_BYTES + (uint64_t)(key_size == SL_KEY_NULL ? 0 : key_size) +
-                    rd32(p + 20);
+    uint64_t used =
+        SL_RECORD_HEADER_BYTES + (uint64_t)(key_size == SL_KEY_NULL ? 0 : key_size) + rd32(p + 20);
     uint16_t header_count = rd16(p + 24);
     for (uint32_t i = 0; i < header_count; i++) {
         if (used + HEADER_ENTRY_BYTES > size) {
@@ -546,8 +546,8 @@ sl_batch_decompress(const void *batch, size_t size, void *out, size_t out_cap, s
         memcpy(o, batch, length);
         return SL_OK;
     }
-    err = decompress_records(codec, (const uint8_t *)batch + SL_BATCH_HEADER_BYTES,
-                             h.records_size, o + SL_BATCH_HEADER_BYTES, h.uncompressed_size);
+    err = decompress_records(codec, (const uint8_t *)batch + SL_BATCH_HEADER_BYTES, h.records_size,
+                             o + SL_BATCH_HEADER_BYTES, h.uncompressed_size);
     if (err != SL_OK) {
         return err;
     }
