@@ -89,7 +89,8 @@ SL_API void sl_batch_builder_set_producer(sl_batch_builder *b, uint64_t producer
 SL_API SL_MUST_USE int sl_batch_builder_add(sl_batch_builder *b, const sl_record *record);
 
 // Writes the header and CRC (base offset 0); returns the batch length via *length_out.
-// SL_EINVAL for an empty batch.
+// SL_EINVAL for an empty batch. Records may still be added and the batch finished again, unless
+// it was sealed by sl_batch_builder_finish_compressed.
 SL_API SL_MUST_USE int sl_batch_builder_finish(sl_batch_builder *b, size_t *length_out);
 
 // Like sl_batch_builder_finish, but stores the record section compressed with codec. The

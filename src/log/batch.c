@@ -232,6 +232,11 @@ builder_write_header(sl_batch_builder *b, uint8_t flags, size_t records_size,
     wr32(h + 56, (uint32_t)uncompressed_size);
     wr32(h + 60, 0);
     wr32(h + 4, sl_crc32c(0, h + CRC_START, length - CRC_START));
+#ifndef NDEBUG
+    // The reader's checks, run on the writer's side (debug builds: O(batch)).
+    sl_batch_header check;
+    SL_DEBUG_ASSERT(sl_batch_validate(h, length, &check) == SL_OK);
+#endif
     return length;
 }
 
