@@ -75,21 +75,31 @@ typedef struct sl_adaptive_config {
     double smoothing;         // gradient: (0, 1], the fraction of the way to the target per window
     double latency_tolerance; // (0, 1]: queueing delay accepted, as a fraction of no-load latency
     uint32_t window_samples_min;     // a window closes after max(this, limit) samples; >= 1
-    uint32_t probe_interval_windows; // every this many windows the limit dips for two windows to
-                                     // re-measure no-load latency; 0 never (then no-load latency
-                                     // can only go down)
+    uint32_t probe_interval_windows; // a probe re-measures the no-load latency after 10 windows,
+                                     // then every this many, and when latency stays far above
+                                     // it; 0: only in the last case
 } sl_adaptive_config;
 
 // Held in the caller's storage; fields are private. Not thread-safe: one owner, or the caller's
 // lock (it is a few arithmetic operations per sample).
 typedef struct sl_adaptive_limiter {
     sl_adaptive_config config;
-    double limit;         // in [limit_min, limit_max]
-    int64_t noload_ns;    // lowest window-average latency seen (0: none yet)
-    int64_t probe_min_ns; // lowest window average during the current probe
-    uint32_t probe_left;  // windows of the current probe still to run; 0: not probing
+    double limit;             // in [limit_min, limit_max]
+    uint32_t limit_now;       // the whole limit in force this window (limit or probe, dithered)
+    double dither_acc;        // carried fraction, in [0, 1)
+    int64_t noload_ns;        // lowest window-average latency seen (0: none yet)
+    double probe_limit;       // the limit in force during a probe
+    double probe_prev_limit;  // the probe's limit one step before
+    int64_t probe_prev_ns;    // latency measured at the previous probe step
+    int64_t probe_sum_ns;     // latencies summed in the current probe measurement
+    uint32_t probe_samples;   // and their count
+    uint32_t probe_windows;   // and the windows they came in
+    double limit_at_schedule; // the limit when the scheduled probe was last considered
+    uint32_t probe_phase;     // 0: not probing; 1: draining at probe_limit; 2: measuring
+    uint32_t probe_steps;     // steps down taken by the current probe
     uint64_t windows_since_probe;
-    uint32_t growth_streak; // gradient: consecutive windows without queueing
+    uint32_t growth_streak;    // gradient: consecutive windows without queueing
+    uint32_t congested_streak; // consecutive windows far from no-load latency
     // The window being filled.
     uint32_t window_samples;
     uint32_t window_latency_samples; // samples that carried a latency (not throttled)

@@ -7,6 +7,7 @@
 #include <sluice/error.h>
 
 #include "core/util.h"
+#include <stdio.h>
 
 #define NS_PER_S 1000000000ull
 
@@ -124,23 +125,46 @@ sl_token_bucket_set_rate(sl_token_bucket *tb, uint64_t rate_per_s, int64_t now_n
 // outliers (a GC pause downstream) must not collapse the limit (Netflix Gradient2 uses 0.5 too).
 #define GRADIENT_RATIO_MIN 0.5
 
-// While no queueing shows, the gradient target grows the limit by tolerance * 2^streak, where
-// streak counts consecutive windows without queueing: a gentle step next to the knee (so a small
-// limit toggles between K and K + 1 instead of jumping), doubling toward slow start when the
-// downstream clearly has room (start-up, capacity added). The streak and the step are capped.
-#define GRADIENT_STREAK_MAX 10u
-#define GRADIENT_GROWTH_MAX 2.0
+// While no queueing shows, the gradient target grows the limit by tolerance * 2^(streak - GRACE),
+// where streak counts consecutive windows without queueing: a gentle step next to the knee (so a
+// small limit toggles between K and K + 1 instead of jumping, and a few windows of noise that
+// look queue-free do not kick it), doubling toward slow start when the downstream clearly has
+// room (start-up, capacity added). The streak and the step are capped.
+#define GRADIENT_STREAK_GRACE 3u
+#define GRADIENT_STREAK_MAX   12u
+#define GRADIENT_GROWTH_MAX   2.0
 
 // "No queueing" means the window latency is within this share of the tolerance above the no-load
 // latency: growth stops well before the gradient's fixed point at (1 + tolerance).
 #define GRADIENT_NOQUEUE_SHARE 0.25
 
-// During a probe the limit is divided by (1 + PROBE_DEPTH_TOLERANCES * tolerance), which puts it
-// below the knee when it sat at the gradient's fixed point K * (1 + tolerance).
-#define PROBE_DEPTH_TOLERANCES 2.0
+// A probe re-measures the no-load latency, which a queue hides. It lowers the limit in steps of
+// 1 / (1 + PROBE_STEP_TOLERANCES * tolerance): from the gradient's fixed point K * (1 + tol) one
+// step lands just under the knee K. Each step drains for a window, then measures for one. While
+// the latency falls nearly in proportion to the limit (at least PROBE_FALL_SHARE of the step),
+// the step only shortened a queue, which cost no throughput, so the probe steps on; the first
+// step after which latency stops falling measures the no-load latency. A measurement takes
+// PROBE_MEASURE_SAMPLES latencies, or a quarter of them when the fall is already the full
+// proportional one, and never more than PROBE_MEASURE_WINDOWS_MAX windows (a slow downstream with
+// a small limit must not be held for minutes). At most one step is spent
+// below the knee, so a probe costs at most one step of throughput, for two windows.
+#define PROBE_STEP_TOLERANCES     2.0
+#define PROBE_FALL_SHARE          0.75
+#define PROBE_STEPS_MAX           16u
+#define PROBE_MEASURE_SAMPLES     1000u
+#define PROBE_EARLY_DIVISOR       4u
+#define PROBE_MEASURE_WINDOWS_MAX 25u
 
-// Windows a probe lasts: the first drains the queue, the second measures.
-#define PROBE_WINDOWS 2u
+// The first probe comes early: the no-load latency seen at start-up is wrong when the initial
+// limit was already past the knee.
+#define PROBE_FIRST_WINDOWS 10u
+
+// Windows in a row with latency above (1 + CONGESTED_TOLERANCES * tolerance) times the no-load
+// latency, or below it divided by that, that start a probe: a queue that does not drain while the
+// limit falls means the downstream got slower per request, latency under the no-load figure means
+// it got faster, and either way the old no-load latency must go.
+#define CONGESTED_TOLERANCES 3.0
+#define CONGESTED_WINDOWS    4u
 
 static void
 limiter_check(const sl_adaptive_limiter *l)
@@ -148,7 +172,10 @@ limiter_check(const sl_adaptive_limiter *l)
     SL_ASSERT(l->limit >= (double)l->config.limit_min);
     SL_ASSERT(l->limit <= (double)l->config.limit_max);
     SL_ASSERT(l->noload_ns >= 0);
-    SL_ASSERT(l->probe_left <= PROBE_WINDOWS);
+    SL_ASSERT(l->probe_phase <= 2);
+    SL_ASSERT(l->limit_now >= l->config.limit_min && l->limit_now <= l->config.limit_max);
+    SL_ASSERT(l->dither_acc >= 0.0 && l->dither_acc < 1.0);
+    SL_ASSERT(l->probe_steps <= PROBE_STEPS_MAX);
     SL_ASSERT(l->growth_streak <= GRADIENT_STREAK_MAX);
 }
 
@@ -198,7 +225,12 @@ sl_adaptive_init(sl_adaptive_limiter *l, const sl_adaptive_config *cfg)
     if (!config_valid(cfg)) {
         return SL_EINVAL;
     }
-    *l = (sl_adaptive_limiter){.config = *cfg, .limit = (double)cfg->limit_initial};
+    // Start measuring the no-load latency at once (see probe_window).
+    *l = (sl_adaptive_limiter){.config = *cfg,
+                               .limit = (double)cfg->limit_initial,
+                               .limit_now = cfg->limit_initial,
+                               .probe_limit = (double)cfg->limit_initial,
+                               .probe_phase = 2};
     limiter_check(l);
     return SL_OK;
 }
@@ -239,7 +271,9 @@ gradient_next(sl_adaptive_limiter *l, int64_t latency_ns, bool app_limited)
     double ratio = (double)l->noload_ns / (double)latency_ns;
     double target;
     if (ratio >= 1.0 / (1.0 + c->latency_tolerance * GRADIENT_NOQUEUE_SHARE)) {
-        double growth = c->latency_tolerance * (double)(1u << l->growth_streak);
+        uint32_t doublings =
+            l->growth_streak > GRADIENT_STREAK_GRACE ? l->growth_streak - GRADIENT_STREAK_GRACE : 0;
+        double growth = c->latency_tolerance * (double)(1u << doublings);
         growth = growth > GRADIENT_GROWTH_MAX - 1.0 ? GRADIENT_GROWTH_MAX - 1.0 : growth;
         target = app_limited ? l->limit : l->limit * (1.0 + growth);
         l->growth_streak = SL_MIN(l->growth_streak + 1, GRADIENT_STREAK_MAX);
@@ -254,30 +288,150 @@ gradient_next(sl_adaptive_limiter *l, int64_t latency_ns, bool app_limited)
     return l->limit + c->smoothing * (target - l->limit);
 }
 
-// Probe bookkeeping at the end of a window. Returns true while the window belonged to a probe
-// (its latency then only feeds the new no-load estimate).
-static bool
-probe_step(sl_adaptive_limiter *l, int64_t latency_ns)
+static double
+probe_step_factor(const sl_adaptive_limiter *l)
 {
-    if (l->probe_left > 0) {
-        if (latency_ns > 0 && (l->probe_min_ns == 0 || latency_ns < l->probe_min_ns)) {
-            l->probe_min_ns = latency_ns;
-        }
-        l->probe_left--;
-        if (l->probe_left == 0 && l->probe_min_ns > 0) {
-            l->noload_ns = l->probe_min_ns;
-        }
-        return true;
+    return 1.0 + PROBE_STEP_TOLERANCES * l->config.latency_tolerance;
+}
+
+// Starts (or, after a throttle, restarts) a probe: first a measurement at the current limit,
+// the reference the first step down is compared with, after a window that lets the limit settle
+// (it may just have moved).
+static void
+probe_begin(sl_adaptive_limiter *l)
+{
+    l->probe_phase = 1;
+    l->probe_steps = 0;
+    l->probe_limit = l->limit;
+    l->probe_prev_ns = 0;
+    l->probe_sum_ns = 0;
+    l->probe_samples = 0;
+    l->windows_since_probe = 0;
+    l->congested_streak = 0;
+    l->probe_windows = 0;
+}
+
+// Moves the probe one step down.
+static void
+probe_step_down(sl_adaptive_limiter *l, int64_t latency_ns)
+{
+    l->probe_prev_ns = latency_ns;
+    l->probe_prev_limit = l->probe_limit;
+    l->probe_limit = clamp_limit(l, l->probe_limit / probe_step_factor(l));
+    l->probe_steps++;
+    l->probe_phase = 1;
+}
+
+// A probe window closed. A measurement spans windows until it holds PROBE_MEASURE_SAMPLES
+// latencies, so that its noise stays well below the fall it must tell apart.
+static void
+probe_window(sl_adaptive_limiter *l)
+{
+    if (l->probe_phase == 1) {
+        l->probe_phase = 2;
+        return;
     }
+    l->probe_sum_ns += l->window_latency_sum_ns;
+    l->probe_samples += l->window_latency_samples;
+    l->probe_windows++;
+    bool enough =
+        l->probe_samples >= PROBE_MEASURE_SAMPLES || l->probe_windows >= PROBE_MEASURE_WINDOWS_MAX;
+    if (l->probe_samples < PROBE_MEASURE_SAMPLES / PROBE_EARLY_DIVISOR && !enough) {
+        return;
+    }
+    int64_t latency_ns = l->probe_sum_ns / (int64_t)l->probe_samples;
+    // A full proportional fall is plain with fewer samples: step on without waiting for all.
+    bool plain_fall =
+        l->probe_steps > 0 &&
+        (double)latency_ns < (double)l->probe_prev_ns * (l->probe_limit / l->probe_prev_limit);
+    if (l->noload_ns == 0) {
+        // The start-up measurement: a quarter measurement fixes the first no-load latency (one
+        // window's 20 samples can be a few percent off, as much as the tolerance).
+        l->noload_ns = latency_ns;
+        l->probe_sum_ns = 0;
+        l->probe_samples = 0;
+        l->probe_windows = 0;
+        l->probe_phase = 0;
+        return;
+    }
+    if (!enough && !plain_fall) {
+        return;
+    }
+    l->probe_sum_ns = 0;
+    l->probe_samples = 0;
+    l->probe_windows = 0;
+    bool room = l->probe_steps < PROBE_STEPS_MAX && l->probe_limit > (double)l->config.limit_min;
+    if (l->probe_steps == 0) {
+        if (room) {
+            probe_step_down(l, latency_ns);
+            return;
+        }
+        l->noload_ns = latency_ns;
+        l->probe_phase = 0;
+        return;
+    }
+    // Were both steps past the knee, latency would fall in proportion to the (dithered) limits.
+    double expected = 1.0 - l->probe_limit / l->probe_prev_limit;
+    double fall_needed = PROBE_FALL_SHARE * expected;
+    bool fell = (double)latency_ns < (double)l->probe_prev_ns * (1.0 - fall_needed);
+    if (fell && room) {
+        // Still past the knee: the limit before this step was too high as well.
+        l->limit = SL_MIN(l->limit, l->probe_prev_limit);
+        probe_step_down(l, latency_ns);
+        return;
+    }
+    l->noload_ns = latency_ns;
+    l->probes_total++;
+    if (fell || l->probe_steps > 1) {
+        // The previous step's limit was past the knee; this one is (about) at it.
+        l->limit = clamp_limit(l, SL_MIN(l->limit, l->probe_prev_limit));
+    }
+    l->probe_phase = 0;
+    l->probe_steps = 0;
+}
+
+// After a normal window: starts a probe when one is due.
+static void
+probe_maybe_begin(sl_adaptive_limiter *l, int64_t latency_ns)
+{
+    if (l->noload_ns <= 0) {
+        return;
+    }
+    double band = CONGESTED_TOLERANCES * l->config.latency_tolerance;
+    bool slower = (double)latency_ns > (double)l->noload_ns * (1.0 + band);
+    bool faster = (double)latency_ns * (1.0 + band) < (double)l->noload_ns;
+    l->congested_streak = slower || faster ? l->congested_streak + 1 : 0;
     l->windows_since_probe++;
     uint32_t interval = l->config.probe_interval_windows;
-    if (interval != 0 && l->windows_since_probe >= interval && l->noload_ns > 0) {
+    uint32_t due = l->probes_total == 0 ? PROBE_FIRST_WINDOWS : interval;
+    bool scheduled = due != 0 && l->windows_since_probe >= due;
+    if (scheduled && l->limit > l->limit_at_schedule * probe_step_factor(l)) {
+        // Still growing since the last look: latency agrees with the no-load figure, and a probe
+        // would freeze the growth for its whole measurement. Look again a period later.
+        scheduled = false;
         l->windows_since_probe = 0;
-        l->probe_left = PROBE_WINDOWS;
-        l->probe_min_ns = 0;
-        l->probes_total++;
+        l->limit_at_schedule = l->limit;
     }
-    return false;
+    if (scheduled || l->congested_streak >= CONGESTED_WINDOWS) {
+        probe_begin(l);
+    }
+}
+
+// Sets the whole limit in force for the next window. The fraction is dithered across windows
+// (error diffusion), so that the average concurrency equals the fractional limit: with a knee of
+// 10, a limit of 10.5 is 10 and 11 in turn, not 10 or 11 for good, and a probe step of 9% is 9%.
+static void
+limit_refresh(sl_adaptive_limiter *l)
+{
+    double target = l->probe_phase != 0 ? l->probe_limit : l->limit;
+    double whole = (double)(uint32_t)target;
+    l->dither_acc += target - whole;
+    if (l->dither_acc >= 1.0) {
+        l->dither_acc -= 1.0;
+        whole += 1.0;
+    }
+    whole = SL_MIN(SL_MAX(whole, (double)l->config.limit_min), (double)l->config.limit_max);
+    l->limit_now = (uint32_t)whole;
 }
 
 static void
@@ -290,19 +444,26 @@ window_close(sl_adaptive_limiter *l)
     }
     l->windows_total++;
     l->throttled_total += l->window_throttled;
-    bool probed = probe_step(l, latency_ns);
-    if (!probed && latency_ns > 0 && (l->noload_ns == 0 || latency_ns < l->noload_ns)) {
-        l->noload_ns = latency_ns;
-    }
     // A limit the sender does not use tells nothing about the downstream: do not grow it.
     bool app_limited = (double)l->window_in_flight_max * 2.0 < l->limit;
     if (l->window_throttled > 0) {
         // A throttle is the downstream saying "too much" outright: back off in any state, before
-        // any latency is known, and during a probe too.
+        // any latency is known. A probe starts over from the lower limit: what it measured was an
+        // overload.
         l->growth_streak = 0;
         l->decreases_total++;
         l->limit = clamp_limit(l, l->limit * l->config.decrease_factor);
-    } else if (!probed && l->noload_ns > 0) {
+        if (l->probe_phase != 0) {
+            probe_begin(l);
+        }
+    } else if (l->probe_phase != 0) {
+        probe_window(l);
+    } else if (latency_ns > 0) {
+        // Only the first window and probes set the no-load latency. A running minimum of noisy
+        // window averages would sink below the true mean and read noise as queueing.
+        if (l->noload_ns == 0) {
+            l->noload_ns = latency_ns;
+        }
         double next = l->config.mode == SL_ADAPTIVE_AIMD
                           ? aimd_next(l, latency_ns, app_limited)
                           : gradient_next(l, latency_ns, app_limited);
@@ -310,7 +471,9 @@ window_close(sl_adaptive_limiter *l)
             l->decreases_total++;
         }
         l->limit = clamp_limit(l, next);
+        probe_maybe_begin(l, latency_ns);
     }
+    limit_refresh(l);
     l->window_samples = 0;
     l->window_latency_samples = 0;
     l->window_latency_sum_ns = 0;
@@ -346,12 +509,7 @@ uint32_t
 sl_adaptive_limit(const sl_adaptive_limiter *l)
 {
     SL_ASSERT(l != NULL);
-    double limit = l->limit;
-    if (l->probe_left > 0) {
-        limit /= 1.0 + PROBE_DEPTH_TOLERANCES * l->config.latency_tolerance;
-    }
-    uint32_t whole = (uint32_t)(limit + 0.5);
-    return SL_MAX(whole, l->config.limit_min);
+    return l->limit_now;
 }
 
 uint64_t
@@ -379,6 +537,6 @@ sl_adaptive_stats_get(const sl_adaptive_limiter *l, sl_adaptive_stats *out)
         .throttled_total = l->throttled_total,
         .decreases_total = l->decreases_total,
         .probes_total = l->probes_total,
-        .probing = l->probe_left > 0,
+        .probing = l->probe_phase != 0,
     };
 }

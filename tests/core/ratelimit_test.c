@@ -153,12 +153,15 @@ test_adaptive_throttle_decreases_and_stays_within_bounds(void **state)
 
 // ---- adaptive limiter against a simulated downstream ------------------------------------------
 
-// The downstream: `workers` requests are served in parallel, each for service_ns, FIFO; more wait
-// in a queue (latency grows with it, Little's law) up to queue_max, past which a request is
+// The downstream: `workers` requests are served in parallel, each for service_ns on average; more
+// wait in a queue (latency grows with it, Little's law) up to queue_max, past which a request is
 // throttled and answered one tick later. Capacity C = workers / service time; knee K = workers.
-#define SIM_TICK_NS        (1 * MS)
-#define SIM_SLOTS          4096 // ring size: in service + waiting + throttled, all < limit_max
-#define SIM_NOISE_PERMILLE 30   // latency measurement noise: uniform +-3%
+#define SIM_TPUT_BIN_S         5
+#define SIM_BIN_S              5
+#define SIM_TICK_NS            (1 * MS)
+#define SIM_SLOTS              4096 // ring size: in service + waiting + throttled, all < limit_max
+#define SIM_NOISE_PERMILLE     30   // latency measurement noise: uniform +-3%
+#define SIM_SERVICE_JITTER_PCT 20   // service time: uniform +-20% around the mean
 
 typedef struct sim {
     uint32_t workers;
@@ -166,10 +169,10 @@ typedef struct sim {
     uint32_t queue_max;
     int64_t now_ns;
     uint64_t rng;
-    // Requests in service, in start order (equal service times finish in that order).
+    // Requests in service: a binary min-heap on end time (service times vary, so requests do not
+    // finish in the order they started).
     int64_t svc_sent_ns[SIM_SLOTS];
     int64_t svc_end_ns[SIM_SLOTS];
-    uint32_t svc_head;
     uint32_t svc_count;
     int64_t wait_sent_ns[SIM_SLOTS];
     uint32_t wait_head;
@@ -181,12 +184,58 @@ typedef struct sim {
 } sim;
 
 static void
+sim_swap(sim *s, uint32_t i, uint32_t j)
+{
+    int64_t sent = s->svc_sent_ns[i];
+    int64_t end = s->svc_end_ns[i];
+    s->svc_sent_ns[i] = s->svc_sent_ns[j];
+    s->svc_end_ns[i] = s->svc_end_ns[j];
+    s->svc_sent_ns[j] = sent;
+    s->svc_end_ns[j] = end;
+}
+
+// Starts serving a request sent at sent_ns; it takes service_ns +- SIM_SERVICE_JITTER_PCT.
+static void
 sim_start(sim *s, int64_t sent_ns)
 {
-    uint32_t slot = (s->svc_head + s->svc_count) % SIM_SLOTS;
-    s->svc_sent_ns[slot] = sent_ns;
-    s->svc_end_ns[slot] = s->now_ns + s->service_ns;
-    s->svc_count++;
+    assert_true(s->svc_count < SIM_SLOTS);
+    int64_t jitter_pct = (int64_t)(sl_test_rand(&s->rng) % (2 * SIM_SERVICE_JITTER_PCT + 1));
+    int64_t service_ns =
+        s->service_ns + s->service_ns * (jitter_pct - SIM_SERVICE_JITTER_PCT) / 100;
+    uint32_t i = s->svc_count++;
+    s->svc_sent_ns[i] = sent_ns;
+    s->svc_end_ns[i] = s->now_ns + service_ns;
+    // Sift up: bounded by the heap's depth.
+    while (i > 0 && s->svc_end_ns[(i - 1) / 2] > s->svc_end_ns[i]) {
+        sim_swap(s, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+// Removes the request that ends first.
+static void
+sim_pop(sim *s)
+{
+    s->svc_count--;
+    sim_swap(s, 0, s->svc_count);
+    uint32_t i = 0;
+    // Sift down: bounded by the heap's depth.
+    for (;;) {
+        uint32_t l = 2 * i + 1;
+        uint32_t r = l + 1;
+        uint32_t m = i;
+        if (l < s->svc_count && s->svc_end_ns[l] < s->svc_end_ns[m]) {
+            m = l;
+        }
+        if (r < s->svc_count && s->svc_end_ns[r] < s->svc_end_ns[m]) {
+            m = r;
+        }
+        if (m == i) {
+            break;
+        }
+        sim_swap(s, i, m);
+        i = m;
+    }
 }
 
 static int64_t
@@ -202,10 +251,9 @@ sim_tick(sim *s, sl_adaptive_limiter *l)
 {
     s->now_ns += SIM_TICK_NS;
     // Bounded by the requests in service.
-    while (s->svc_count > 0 && s->svc_end_ns[s->svc_head] <= s->now_ns) {
-        int64_t latency = s->now_ns - s->svc_sent_ns[s->svc_head];
-        s->svc_head = (s->svc_head + 1) % SIM_SLOTS;
-        s->svc_count--;
+    while (s->svc_count > 0 && s->svc_end_ns[0] <= s->now_ns) {
+        int64_t latency = s->now_ns - s->svc_sent_ns[0];
+        sim_pop(s);
         s->in_flight--;
         s->completed_total++;
         sl_adaptive_on_sample(l, sim_noisy(s, latency), s->in_flight, false);
@@ -236,8 +284,10 @@ sim_tick(sim *s, sl_adaptive_limiter *l)
     }
 }
 
-// What a run measured from settle_s on: the limit relative to the knee, and throughput per
-// one-second bin relative to capacity.
+// What a run measured, in bins of SIM_BIN_S: the limit's mean over the bin relative to the knee
+// (the limiter dithers a fractional limit between two whole ones, so the mean is the concurrency
+// it allows), and throughput relative to capacity. min/max/mean cover the bins from settle_s on;
+// settled_s is the end of the first bin from which every later bin stayed within 10%.
 typedef struct sim_band {
     double limit_min;
     double limit_max;
@@ -245,74 +295,108 @@ typedef struct sim_band {
     double tput_min;
     double tput_max;
     double tput_mean;
-    double settle_s; // first second after which the limit stayed within 10% of the knee
+    double settled_s; // -1: never
 } sim_band;
 
 typedef struct sim_phase {
     int64_t start_s;
     uint32_t workers;
+    int64_t service_ns;
 } sim_phase;
+
+static void
+band_add(sim_band *b, double limit_rel, double tput_rel, uint64_t *bins)
+{
+    b->limit_min = SL_MIN(b->limit_min, limit_rel);
+    b->limit_max = SL_MAX(b->limit_max, limit_rel);
+    b->tput_min = SL_MIN(b->tput_min, tput_rel);
+    b->tput_max = SL_MAX(b->tput_max, tput_rel);
+    b->limit_mean += limit_rel;
+    b->tput_mean += tput_rel;
+    (*bins)++;
+}
+
+static void
+sim_trace(const sim *s, const sl_adaptive_limiter *l, int64_t sec)
+{
+    if (getenv("SIM_TRACE") == NULL) {
+        return;
+    }
+    sl_adaptive_stats ts;
+    sl_adaptive_stats_get(l, &ts);
+    printf("t=%lld lim=%.1f now=%u noload=%.1fms lat=%.1fms probes=%llu probing=%d thr=%llu "
+           "inf=%u svc=%u wait=%u\n",
+           (long long)sec, ts.limit_exact, ts.limit, (double)ts.noload_latency_ns / 1e6,
+           (double)ts.last_window_latency_ns / 1e6, (unsigned long long)ts.probes_total, ts.probing,
+           (unsigned long long)s->throttled_total, s->in_flight, s->svc_count, s->wait_count);
+}
+
+// Runs one phase from its start to end_s, filling *b.
+static void
+sim_phase_run(sim *s, sl_adaptive_limiter *l, const sim_phase *phase, int64_t end_s,
+              int64_t settle_s, sim_band *b)
+{
+    s->workers = phase->workers;
+    s->service_ns = phase->service_ns;
+    s->queue_max = SL_MAX(s->workers / 2, 2);
+    double knee = (double)s->workers;
+    double capacity = knee * (double)S / (double)s->service_ns;
+    *b = (sim_band){.limit_min = 1e9, .tput_min = 1e9, .settled_s = -1};
+    uint64_t bins = 0;
+    const int64_t bin_ticks = SIM_BIN_S * S / SIM_TICK_NS;
+    // Bounded: one pass per bin of the phase.
+    for (int64_t bin_s = phase->start_s; bin_s + SIM_BIN_S <= end_s; bin_s += SIM_BIN_S) {
+        uint64_t completed_before = s->completed_total;
+        double limit_sum = 0;
+        for (int64_t tick = 0; tick < bin_ticks; tick++) {
+            sim_tick(s, l);
+            limit_sum += (double)sl_adaptive_limit(l);
+        }
+        sim_trace(s, l, bin_s);
+        double limit_rel = limit_sum / (double)bin_ticks / knee;
+        double tput_rel =
+            (double)(s->completed_total - completed_before) / capacity / (double)SIM_BIN_S;
+        bool in_band = limit_rel >= 0.9 && limit_rel <= 1.1 && tput_rel >= 0.9 && tput_rel <= 1.1;
+        if (!in_band) {
+            b->settled_s = -1;
+        } else if (b->settled_s < 0) {
+            b->settled_s = (double)(bin_s + SIM_BIN_S - phase->start_s);
+        }
+        if (bin_s >= phase->start_s + settle_s) {
+            band_add(b, limit_rel, tput_rel, &bins);
+        }
+    }
+    b->limit_mean /= (double)bins;
+    b->tput_mean /= (double)bins;
+    sl_adaptive_stats st;
+    sl_adaptive_stats_get(l, &st);
+    printf("# %s C=%.0f/s K=%.0f S=%lld ms: limit/K [%.3f, %.3f] mean %.3f; throughput/C "
+           "[%.3f, %.3f] mean %.3f; settled after %.0f s; throttled %llu, probes %llu\n",
+           l->config.mode == SL_ADAPTIVE_AIMD ? "aimd" : "gradient", capacity, knee,
+           (long long)(s->service_ns / MS), b->limit_min, b->limit_max, b->limit_mean, b->tput_min,
+           b->tput_max, b->tput_mean, b->settled_s, (unsigned long long)s->throttled_total,
+           (unsigned long long)st.probes_total);
+}
 
 // Runs phases back to back (each a capacity); measures each from settle_s after its start.
 static void
-sim_run(sl_adaptive_mode mode, int64_t service_ns, const sim_phase *phases, int phase_count,
+sim_run(sl_adaptive_mode mode, uint32_t limit_initial, const sim_phase *phases, int phase_count,
         int64_t end_s, int64_t settle_s, sim_band *bands)
 {
     sl_adaptive_config cfg;
     sl_adaptive_config_default(&cfg, mode);
+    cfg.limit_initial = limit_initial;
     sl_adaptive_limiter l;
     assert_int_equal(sl_adaptive_init(&l, &cfg), SL_OK);
     sim *s = calloc(1, sizeof(*s));
     assert_non_null(s);
-    s->service_ns = service_ns;
-    s->rng = 0x5eed1234u;
+    // Fixed, so the test is deterministic; SL_SIM_SEED explores others.
+    const char *seed = getenv("SL_SIM_SEED");
+    s->rng = seed != NULL ? strtoull(seed, NULL, 0) : 0x5eed1234u;
+    s->rng = s->rng != 0 ? s->rng : 1;
     for (int p = 0; p < phase_count; p++) {
         int64_t phase_end_s = p + 1 < phase_count ? phases[p + 1].start_s : end_s;
-        s->workers = phases[p].workers;
-        s->queue_max = SL_MAX(s->workers / 2, 2);
-        double knee = (double)s->workers;
-        double capacity = (double)s->workers * (double)S / (double)service_ns;
-        sim_band *b = &bands[p];
-        *b = (sim_band){.limit_min = 1e9, .tput_min = 1e9, .settle_s = -1};
-        uint64_t limit_samples = 0;
-        uint64_t tput_bins = 0;
-        // Bounded: one pass per simulated second of the phase.
-        for (int64_t sec = phases[p].start_s; sec < phase_end_s; sec++) {
-            uint64_t completed_before = s->completed_total;
-            bool in_band = true;
-            for (int64_t tick = 0; tick < S / SIM_TICK_NS; tick++) {
-                sim_tick(s, &l);
-                double rel = (double)sl_adaptive_limit(&l) / knee;
-                in_band = in_band && rel >= 0.9 && rel <= 1.1;
-                if (sec >= phases[p].start_s + settle_s) {
-                    b->limit_min = rel < b->limit_min ? rel : b->limit_min;
-                    b->limit_max = rel > b->limit_max ? rel : b->limit_max;
-                    b->limit_mean += rel;
-                    limit_samples++;
-                }
-            }
-            if (!in_band) {
-                b->settle_s = -1;
-            } else if (b->settle_s < 0) {
-                b->settle_s = (double)(sec + 1 - phases[p].start_s);
-            }
-            double tput = (double)(s->completed_total - completed_before) / capacity;
-            if (sec >= phases[p].start_s + settle_s) {
-                b->tput_min = tput < b->tput_min ? tput : b->tput_min;
-                b->tput_max = tput > b->tput_max ? tput : b->tput_max;
-                b->tput_mean += tput;
-                tput_bins++;
-            }
-        }
-        b->limit_mean /= (double)limit_samples;
-        b->tput_mean /= (double)tput_bins;
-        sl_adaptive_stats st;
-        sl_adaptive_stats_get(&l, &st);
-        printf("# %s C=%.0f/s K=%.0f: limit/K [%.3f, %.3f] mean %.3f; throughput/C [%.3f, %.3f] "
-               "mean %.3f; in band from %.0f s; throttled %llu, probes %llu\n",
-               mode == SL_ADAPTIVE_AIMD ? "aimd" : "gradient", capacity, knee, b->limit_min,
-               b->limit_max, b->limit_mean, b->tput_min, b->tput_max, b->tput_mean, b->settle_s,
-               (unsigned long long)s->throttled_total, (unsigned long long)st.probes_total);
+        sim_phase_run(s, &l, &phases[p], phase_end_s, settle_s, &bands[p]);
     }
     free(s);
 }
@@ -320,7 +404,7 @@ sim_run(sl_adaptive_mode mode, int64_t service_ns, const sim_phase *phases, int 
 static void
 assert_within_10pct(const sim_band *b)
 {
-    assert_true(b->settle_s >= 0);
+    assert_true(b->settled_s >= 0);
     assert_true(b->limit_min >= 0.9);
     assert_true(b->limit_max <= 1.1);
     assert_true(b->tput_min >= 0.9);
@@ -331,13 +415,15 @@ typedef struct sim_case {
     double capacity_per_s;
     uint32_t workers;
     int64_t service_ns;
+    int64_t settle_s; // 600 round trips, at least 60 s: convergence is counted in round trips
+    int64_t end_s;    // settle_s plus three minutes of steady state
 } sim_case;
 
-// Capacities 50, 500 and 5000 requests/s (knees 10, 50 and 200 in flight).
+// Capacities 50, 500 and 5000 requests/s (knees 20, 50 and 200 in flight).
 static const sim_case SIM_CASES[] = {
-    {50, 10, 200 * MS},
-    {500, 50, 100 * MS},
-    {5000, 200, 40 * MS},
+    {50, 20, 400 * MS, 240, 420},
+    {500, 50, 100 * MS, 60, 240},
+    {5000, 200, 40 * MS, 60, 240},
 };
 
 static void
@@ -345,40 +431,74 @@ test_adaptive_gradient_converges_within_10pct(void **state)
 {
     (void)state;
     for (size_t i = 0; i < SL_ARRAY_LEN(SIM_CASES); i++) {
-        sim_phase phase = {.start_s = 0, .workers = SIM_CASES[i].workers};
+        sim_phase phase = {0, SIM_CASES[i].workers, SIM_CASES[i].service_ns};
         sim_band band;
-        sim_run(SL_ADAPTIVE_GRADIENT, SIM_CASES[i].service_ns, &phase, 1, 240, 60, &band);
+        sim_run(SL_ADAPTIVE_GRADIENT, 10, &phase, 1, SIM_CASES[i].end_s, SIM_CASES[i].settle_s,
+                &band);
         assert_within_10pct(&band);
-        assert_true(band.settle_s <= 60);
+        assert_true(band.settled_s <= (double)SIM_CASES[i].settle_s);
     }
 }
 
+// From far above the knee the first windows queue and throttle; the limiter must come down and
+// settle just the same.
+static void
+test_adaptive_gradient_converges_from_above(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < SL_ARRAY_LEN(SIM_CASES); i++) {
+        sim_phase phase = {0, SIM_CASES[i].workers, SIM_CASES[i].service_ns};
+        sim_band band;
+        sim_run(SL_ADAPTIVE_GRADIENT, 4 * SIM_CASES[i].workers, &phase, 1, SIM_CASES[i].end_s,
+                SIM_CASES[i].settle_s, &band);
+        assert_within_10pct(&band);
+        assert_true(band.settled_s <= (double)SIM_CASES[i].settle_s);
+    }
+}
+
+// Capacity halves and more (replicas lost: fewer workers), then comes back.
 static void
 test_adaptive_gradient_follows_capacity_down_and_up(void **state)
 {
     (void)state;
-    sim_phase phases[] = {{0, 50}, {120, 20}, {240, 50}}; // 500/s -> 200/s -> 500/s
+    sim_phase phases[] = {{0, 50, 100 * MS}, {120, 20, 100 * MS}, {240, 50, 100 * MS}};
     sim_band bands[3];
-    sim_run(SL_ADAPTIVE_GRADIENT, 100 * MS, phases, 3, 360, 60, bands);
+    sim_run(SL_ADAPTIVE_GRADIENT, 10, phases, 3, 360, 60, bands);
+    for (int p = 0; p < 3; p++) {
+        assert_within_10pct(&bands[p]);
+        assert_true(bands[p].settled_s <= 60);
+    }
+}
+
+// The downstream gets slower per request (service time doubles, so capacity halves and the
+// no-load latency doubles), then fast again. Without the probe the old no-load latency would make
+// the doubled latency look like queueing and pin the limit at half the knee.
+static void
+test_adaptive_gradient_follows_slower_service(void **state)
+{
+    (void)state;
+    sim_phase phases[] = {{0, 100, 50 * MS}, {120, 100, 100 * MS}, {360, 100, 50 * MS}};
+    sim_band bands[3];
+    sim_run(SL_ADAPTIVE_GRADIENT, 10, phases, 3, 480, 90, bands);
     for (int p = 0; p < 3; p++) {
         assert_within_10pct(&bands[p]);
     }
 }
 
-// AIMD cannot hold +-10% in general: its sawtooth spans its decrease factor. Measured and
-// documented (docs/design/adaptive-limiter.md); asserted here only to stay within 25% and to
-// keep throughput within 10%, which the latency trigger gives it.
+// AIMD cannot hold +-10% in general: its sawtooth spans its decrease factor, and a probe dips
+// from the bottom of the tooth. Measured and documented (docs/design/adaptive-limiter.md);
+// asserted here only to stay within -30%/+35% of the knee and 20% of capacity.
 static void
 test_adaptive_aimd_sawtooth_band(void **state)
 {
     (void)state;
     for (size_t i = 0; i < SL_ARRAY_LEN(SIM_CASES); i++) {
-        sim_phase phase = {.start_s = 0, .workers = SIM_CASES[i].workers};
+        sim_phase phase = {0, SIM_CASES[i].workers, SIM_CASES[i].service_ns};
         sim_band band;
-        sim_run(SL_ADAPTIVE_AIMD, SIM_CASES[i].service_ns, &phase, 1, 240, 120, &band);
-        assert_true(band.limit_min >= 0.75);
-        assert_true(band.limit_max <= 1.25);
-        assert_true(band.tput_min >= 0.9);
+        sim_run(SL_ADAPTIVE_AIMD, 10, &phase, 1, SIM_CASES[i].end_s, SIM_CASES[i].settle_s, &band);
+        assert_true(band.limit_min >= 0.7);
+        assert_true(band.limit_max <= 1.35);
+        assert_true(band.tput_min >= 0.8);
     }
 }
 
@@ -393,7 +513,9 @@ main(void)
         cmocka_unit_test(test_adaptive_rejects_bad_config),
         cmocka_unit_test(test_adaptive_throttle_decreases_and_stays_within_bounds),
         cmocka_unit_test(test_adaptive_gradient_converges_within_10pct),
+        cmocka_unit_test(test_adaptive_gradient_converges_from_above),
         cmocka_unit_test(test_adaptive_gradient_follows_capacity_down_and_up),
+        cmocka_unit_test(test_adaptive_gradient_follows_slower_service),
         cmocka_unit_test(test_adaptive_aimd_sawtooth_band),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
