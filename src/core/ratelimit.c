@@ -7,7 +7,6 @@
 #include <sluice/error.h>
 
 #include "core/util.h"
-#include <stdio.h>
 
 #define NS_PER_S 1000000000ull
 
