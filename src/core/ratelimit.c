@@ -145,8 +145,8 @@ sl_token_bucket_set_rate(sl_token_bucket *tb, uint64_t rate_per_s, int64_t now_n
 // step after which latency stops falling measures the no-load latency. A measurement takes
 // PROBE_MEASURE_SAMPLES latencies, or a quarter of them when the fall is already the full
 // proportional one, and never more than PROBE_MEASURE_WINDOWS_MAX windows (a slow downstream with
-// a small limit must not be held for minutes). At most one step is spent
-// below the knee, so a probe costs at most one step of throughput, for two windows.
+// a small limit must not be held for minutes). At most one step lands below the knee, so a probe
+// costs at most one step of throughput (about 9%), for one measurement.
 #define PROBE_STEP_TOLERANCES     2.0
 #define PROBE_FALL_SHARE          0.75
 #define PROBE_STEPS_MAX           16u

@@ -296,6 +296,8 @@ typedef struct sim_band {
     double tput_max;
     double tput_mean;
     double settled_s; // -1: never
+    double now_min;   // the whole limit in force, tick by tick, from settle_s on (for the report:
+    double now_max;   // it includes dithering by one and probe steps)
 } sim_band;
 
 typedef struct sim_phase {
@@ -341,16 +343,22 @@ sim_phase_run(sim *s, sl_adaptive_limiter *l, const sim_phase *phase, int64_t en
     s->queue_max = SL_MAX(s->workers / 2, 2);
     double knee = (double)s->workers;
     double capacity = knee * (double)S / (double)s->service_ns;
-    *b = (sim_band){.limit_min = 1e9, .tput_min = 1e9, .settled_s = -1};
+    *b = (sim_band){.limit_min = 1e9, .tput_min = 1e9, .settled_s = -1, .now_min = 1e9};
     uint64_t bins = 0;
     const int64_t bin_ticks = SIM_BIN_S * S / SIM_TICK_NS;
     // Bounded: one pass per bin of the phase.
     for (int64_t bin_s = phase->start_s; bin_s + SIM_BIN_S <= end_s; bin_s += SIM_BIN_S) {
         uint64_t completed_before = s->completed_total;
         double limit_sum = 0;
+        bool measured = bin_s >= phase->start_s + settle_s;
         for (int64_t tick = 0; tick < bin_ticks; tick++) {
             sim_tick(s, l);
-            limit_sum += (double)sl_adaptive_limit(l);
+            double now = (double)sl_adaptive_limit(l);
+            limit_sum += now;
+            if (measured) {
+                b->now_min = SL_MIN(b->now_min, now / knee);
+                b->now_max = SL_MAX(b->now_max, now / knee);
+            }
         }
         sim_trace(s, l, bin_s);
         double limit_rel = limit_sum / (double)bin_ticks / knee;
@@ -362,7 +370,7 @@ sim_phase_run(sim *s, sl_adaptive_limiter *l, const sim_phase *phase, int64_t en
         } else if (b->settled_s < 0) {
             b->settled_s = (double)(bin_s + SIM_BIN_S - phase->start_s);
         }
-        if (bin_s >= phase->start_s + settle_s) {
+        if (measured) {
             band_add(b, limit_rel, tput_rel, &bins);
         }
     }
@@ -371,11 +379,12 @@ sim_phase_run(sim *s, sl_adaptive_limiter *l, const sim_phase *phase, int64_t en
     sl_adaptive_stats st;
     sl_adaptive_stats_get(l, &st);
     printf("# %s C=%.0f/s K=%.0f S=%lld ms: limit/K [%.3f, %.3f] mean %.3f; throughput/C "
-           "[%.3f, %.3f] mean %.3f; settled after %.0f s; throttled %llu, probes %llu\n",
+           "[%.3f, %.3f] mean %.3f; settled after %.0f s; throttled %llu, probes %llu; "
+           "instantaneous limit/K [%.3f, %.3f]\n",
            l->config.mode == SL_ADAPTIVE_AIMD ? "aimd" : "gradient", capacity, knee,
            (long long)(s->service_ns / MS), b->limit_min, b->limit_max, b->limit_mean, b->tput_min,
            b->tput_max, b->tput_mean, b->settled_s, (unsigned long long)s->throttled_total,
-           (unsigned long long)st.probes_total);
+           (unsigned long long)st.probes_total, b->now_min, b->now_max);
 }
 
 // Runs phases back to back (each a capacity); measures each from settle_s after its start.
