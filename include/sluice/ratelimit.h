@@ -74,9 +74,10 @@ typedef struct sl_adaptive_config {
                               // on latency above tolerance)
     double smoothing;         // gradient: (0, 1], the fraction of the way to the target per window
     double latency_tolerance; // (0, 1]: queueing delay accepted, as a fraction of no-load latency
-    uint32_t window_samples_min;     // a window closes after max(this, limit) samples; >= 1
+    uint32_t window_samples_min;     // a window closes after max(this, limit) samples;
+                                     // 1 .. SL_ADAPTIVE_LIMIT_MAX
     uint32_t probe_interval_windows; // a probe re-measures the no-load latency after 10 windows,
-                                     // then every this many, and when latency stays far above
+                                     // then every this many, and when latency stays far from
                                      // it; 0: only in the last case
 } sl_adaptive_config;
 
@@ -87,7 +88,7 @@ typedef struct sl_adaptive_limiter {
     double limit;             // in [limit_min, limit_max]
     uint32_t limit_now;       // the whole limit in force this window (limit or probe, dithered)
     double dither_acc;        // carried fraction, in [0, 1)
-    int64_t noload_ns;        // lowest window-average latency seen (0: none yet)
+    int64_t noload_ns;        // no-load latency: start-up measurement, then probes (0: none yet)
     double probe_limit;       // the limit in force during a probe
     double probe_prev_limit;  // the probe's limit one step before
     int64_t probe_prev_ns;    // latency measured at the previous probe step
@@ -95,7 +96,7 @@ typedef struct sl_adaptive_limiter {
     uint32_t probe_samples;   // and their count
     uint32_t probe_windows;   // and the windows they came in
     double limit_at_schedule; // the limit when the scheduled probe was last considered
-    uint32_t probe_phase;     // 0: not probing; 1: draining at probe_limit; 2: measuring
+    uint32_t probe_phase;     // 0: none; 1: draining at probe_limit; 2: measuring (also at start)
     uint32_t probe_steps;     // steps down taken by the current probe
     uint64_t windows_since_probe;
     uint32_t growth_streak;    // gradient: consecutive windows without queueing
@@ -138,8 +139,8 @@ SL_API SL_MUST_USE int sl_adaptive_init(sl_adaptive_limiter *l, const sl_adaptiv
 
 // Feeds one completed request: its latency (send to response), the number of requests in flight
 // when it was sent (or completed; used to tell a limit that is not being used), and whether the
-// downstream throttled or dropped it (its latency is then ignored). Negative latencies are treated
-// as 0. Never blocks.
+// downstream throttled or dropped it (its latency is then ignored). Negative latencies count as 0,
+// latencies above 2^36 ns (about 69 s) as 2^36 ns. Never blocks.
 SL_API void sl_adaptive_on_sample(sl_adaptive_limiter *l, int64_t latency_ns, uint32_t in_flight,
                                   bool throttled);
 

@@ -154,6 +154,11 @@ sl_token_bucket_set_rate(sl_token_bucket *tb, uint64_t rate_per_s, int64_t now_n
 #define PROBE_EARLY_DIVISOR       4u
 #define PROBE_MEASURE_WINDOWS_MAX 25u
 
+// Longest latency a sample counts with (about 69 s); longer ones count as this.
+#define LATENCY_MAX_NS ((int64_t)1 << 36)
+_Static_assert(SL_ADAPTIVE_LIMIT_MAX <= (1u << 20) && PROBE_MEASURE_WINDOWS_MAX < 32u,
+               "latency sums must stay below 2^61");
+
 // The first probe comes early: the no-load latency seen at start-up is wrong when the initial
 // limit was already past the knee.
 #define PROBE_FIRST_WINDOWS 10u
@@ -213,7 +218,7 @@ config_valid(const sl_adaptive_config *c)
     bool smoothing_ok = c->smoothing > 0.0 && c->smoothing <= 1.0;
     bool tolerance_ok = c->latency_tolerance > 0.0 && c->latency_tolerance <= 1.0;
     return factor_ok && smoothing_ok && tolerance_ok && c->increase_step >= 1 &&
-           c->window_samples_min >= 1;
+           c->window_samples_min >= 1 && c->window_samples_min <= SL_ADAPTIVE_LIMIT_MAX;
 }
 
 int
@@ -492,9 +497,10 @@ sl_adaptive_on_sample(sl_adaptive_limiter *l, int64_t latency_ns, uint32_t in_fl
     if (throttled) {
         l->window_throttled++;
     } else {
-        // Sums stay far from overflow: a window holds at most SL_ADAPTIVE_LIMIT_MAX samples,
-        // so latencies up to about 2^43 ns (2.4 hours) each are summed exactly.
-        int64_t clamped = latency_ns < 0 ? 0 : SL_MIN(latency_ns, (int64_t)1 << 43);
+        // A window holds at most SL_ADAPTIVE_LIMIT_MAX (2^20) samples and a probe measurement
+        // at most PROBE_MEASURE_WINDOWS_MAX (< 2^5) windows, so with each latency capped at
+        // LATENCY_MAX_NS (2^36 ns) every sum stays below 2^61.
+        int64_t clamped = latency_ns < 0 ? 0 : SL_MIN(latency_ns, LATENCY_MAX_NS);
         l->window_latency_sum_ns += clamped;
         l->window_latency_samples++;
     }
