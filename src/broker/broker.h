@@ -103,6 +103,7 @@ typedef struct sl_topic_stats {
     uint64_t throttles[8]; // by sl_throttle_reason
     uint64_t acks_delayed;
     uint64_t duplicates_dropped;
+    uint64_t records_dropped; // drop_oldest policy only: skipped by consumers, with a log line
     uint64_t append_failures;
 } sl_topic_stats;
 

@@ -545,6 +545,7 @@ on_stats(sl_conn *c, const sl_proto_topic_request *r)
         STAT("throttles_topic_full", t->stats.throttles[SL_THROTTLE_TOPIC_FULL]);
         STAT("acks_delayed", t->stats.acks_delayed);
         STAT("duplicates_dropped", t->stats.duplicates_dropped);
+        STAT("records_dropped", t->stats.records_dropped);
         STAT("append_failures", t->stats.append_failures);
         STAT("producers", t->producer_count);
     }

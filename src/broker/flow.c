@@ -162,9 +162,18 @@ admission_input(const sl_stream *s, sl_admission_input *in)
     for (uint32_t i = 0; i < t->config.partition_count; i++) {
         backlog += sl_partition_backlog_bytes(&t->partitions[i]);
     }
+    double drain = t->drain_bytes.per_s;
+    in->drain_bytes_per_s = drain;
+    in->produce_bytes_per_s = s->accepted_bytes.per_s;
+    in->round_trip_us = s->acks == SL_ACKS_FSYNC ? ROUND_TRIP_FSYNC_US : ROUND_TRIP_LOG_US;
+    if (t->config.full_policy == SL_FULL_DROP_OLDEST) {
+        // Lossy by choice: retention deletes the oldest data instead of slowing producers; only
+        // memory (and the disk budget, which retention keeps clear) can push back.
+        in->constraint_count = n;
+        return;
+    }
     in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_BACKLOG, backlog,
                                                      t->config.max_backlog_bytes};
-    double drain = t->drain_bytes.per_s;
     if (t->config.max_lag_ms > 0) {
         // Lag in time at the current drain rate; nothing draining counts as far behind.
         uint64_t lag_ms = backlog == 0 ? 0
@@ -174,9 +183,6 @@ admission_input(const sl_stream *s, sl_admission_input *in)
                                                          t->config.max_lag_ms};
     }
     in->constraint_count = n;
-    in->drain_bytes_per_s = drain;
-    in->produce_bytes_per_s = s->accepted_bytes.per_s;
-    in->round_trip_us = s->acks == SL_ACKS_FSYNC ? ROUND_TRIP_FSYNC_US : ROUND_TRIP_LOG_US;
 }
 
 static bool
@@ -208,8 +214,10 @@ sl_flow_replenish(sl_stream *s, int64_t now)
     admission_input(s, &in);
     sl_admission_decide(&s->topic->broker->admission, &in, &s->decision);
     if (s->decision.level == SL_ADMIT_THROTTLE) {
-        if (s->granted_total == s->received_total) {
-            // Only a producer that has nothing left to send needs to be told to wait.
+        // Under block, only a producer that has nothing left to send needs to be told to wait;
+        // under reject, every producer is told at once (its client fails sends with the hint).
+        if (s->granted_total == s->received_total ||
+            s->topic->config.full_policy == SL_FULL_REJECT) {
             send_throttle(s, now);
         }
         return;
@@ -515,6 +523,20 @@ sl_flow_deliver(sl_stream *s)
         size_t cap = SL_MIN(b->scratch_size, (size_t)c->max_frame - DELIVER_HEADER_BYTES);
         size_t len = 0;
         int rc = sl_log_read(p->log, s->position, SL_MIN(max_bytes, cap), b->scratch, cap, &len);
+        uint64_t start = sl_log_start_offset(p->log);
+        if (rc == SL_ERANGE && s->position < start &&
+            s->topic->config.full_policy == SL_FULL_DROP_OLDEST) {
+            // The topic chose to drop its oldest data: skip to what is left, and count the loss.
+            uint64_t lost = start - s->position;
+            s->topic->stats.records_dropped += lost;
+            sl_broker_log(b, 1,
+                          "topic %s partition %" PRIu32 ": consumer on stream %" PRIu32
+                          " skipped %" PRIu64 " records dropped by the drop_oldest policy "
+                          "(offsets %" PRIu64 "..%" PRIu64 ")",
+                          s->topic->name, p->index, s->id, lost, s->position, start - 1);
+            s->position = start;
+            continue;
+        }
         if (rc == SL_ERANGE || rc == SL_ECORRUPT || rc == SL_ETOOBIG) {
             sl_conn_send_error(c, s->id, rc, 0, 0,
                                rc == SL_ERANGE ? "offset %" PRIu64 " is no longer in the log"

@@ -244,6 +244,14 @@ topic_open(sl_broker *b, const char *name, const sl_proto_topic_config *config,
             .message_cb = log_message,
             .message_user = t,
         };
+        if (config->full_policy == SL_FULL_DROP_OLDEST && config->max_backlog_bytes > 0) {
+            // Lossy by choice: the backlog bound is enforced by deleting the oldest segments, so
+            // segments must be small enough for that to be a fine-grained cut.
+            uint64_t share = config->max_backlog_bytes / config->partition_count;
+            lc.retention_bytes = lc.retention_bytes == 0 ? share : SL_MIN(lc.retention_bytes, share);
+            lc.segment_bytes = SL_MAX(SL_MIN(lc.segment_bytes, share / 4),
+                                      (uint64_t)SL_LOG_SEGMENT_BYTES_MIN);
+        }
         sl_log_recovery_report report;
         p->topic = t;
         p->index = i;
