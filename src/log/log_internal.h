@@ -80,6 +80,8 @@ struct sl_log {
     uint64_t low_watermark;
     uint64_t size_bytes;          // sum of segment sizes
     bool dir_dirty;               // a file was created since the last directory fsync
+    bool sync_running;            // a sync pass is between its capture and its publish
+    uint32_t durable_waiters;     // threads in sl_log_wait_durable (under ALWAYS they lead)
     bool closing;
     int failed;                   // SL_OK, or the sticky error after a failed fsync
     bool flusher_running;
@@ -118,8 +120,10 @@ typedef struct sl__scan {
     uint64_t limit;       // end of the bytes to scan
     uint64_t next_offset; // base offset the next batch must have
     uint8_t *verify_buf;  // NULL: headers only; else SL__VERIFY_CHUNK_BYTES of scratch
-    uint64_t chunk_pos;   // file position of chunk[0]
-    uint32_t chunk_len;
+    uint8_t *window;      // bytes read ahead: verify_buf when verifying, else chunk
+    uint32_t window_cap;
+    uint64_t window_pos;  // file position of window[0]
+    uint32_t window_len;  // valid bytes in window
     uint8_t chunk[SL__SCAN_CHUNK_BYTES];
 } sl__scan;
 
@@ -168,7 +172,8 @@ int sl__flush_start(sl_log *log);
 void sl__flush_stop(sl_log *log);
 
 // One group commit: syncs every segment with unsynced bytes and the directory when dirty, then
-// publishes the durable offset. SL_OK or SL_EIO (sticky).
+// publishes the durable offset. SL_OK, SL_EIO (sticky), or SL_EAGAIN when another pass is
+// running (its publish wakes durable_cond; wait there).
 int sl__flush_pass(sl_log *log);
 
 // Wakes the flusher (mutex held) after an append.
