@@ -16,14 +16,14 @@
 #include <sluice/error.h>
 #include <sluice/log.h>
 
-#define BENCH_RUNS 5
+#define BENCH_RUNS         5
 #define RECORD_VALUE_BYTES 100u
 // Bytes appended per measurement for batched rows, records for batch-of-1 rows, and batches for
 // rows that wait for fsync after every batch: bounded so the default run stays under a minute.
-#define BATCHED_TOTAL_BYTES (32u * 1024u * 1024u)
+#define BATCHED_TOTAL_BYTES  (32u * 1024u * 1024u)
 #define SINGLE_TOTAL_RECORDS 50000u
-#define WAIT_EACH_BATCHES 200u
-#define READ_CHUNK_BYTES (1u << 20)
+#define WAIT_EACH_BATCHES    200u
+#define READ_CHUNK_BYTES     (1u << 20)
 
 typedef enum mode { MODE_ALWAYS, MODE_ALWAYS_WAIT, MODE_INTERVAL, MODE_NEVER } mode;
 static const char *const MODE_NAMES[] = {"always (acks trail)", "always (wait each)",
@@ -284,8 +284,8 @@ bench_reads(uint8_t *batch, size_t cap)
                     }
                 }
             }
-            runs[r] = (result){.seconds = now_s() - t0, .records = (bytes / len) * 100,
-                               .bytes = bytes};
+            runs[r] =
+                (result){.seconds = now_s() - t0, .records = (bytes / len) * 100, .bytes = bytes};
         }
         rows[kind] = median(runs);
         if (kind == 3) {

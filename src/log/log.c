@@ -61,9 +61,9 @@ sl__log_segments_push(sl_log *log, sl_log_segment *seg)
         if (log->segment_capacity >= SL_LOG_SEGMENTS_MAX) {
             return SL_EFULL;
         }
-        uint32_t cap = log->segment_capacity == 0 ? SEGMENT_TABLE_INITIAL
-                                                  : SL_MIN(log->segment_capacity * 2,
-                                                           SL_LOG_SEGMENTS_MAX);
+        uint32_t cap = log->segment_capacity == 0
+                           ? SEGMENT_TABLE_INITIAL
+                           : SL_MIN(log->segment_capacity * 2, SL_LOG_SEGMENTS_MAX);
         size_t bytes = cap * sizeof(sl_log_segment *);
         int err = sl__log_mem_reserve(log, bytes);
         if (err != SL_OK) {

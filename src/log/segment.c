@@ -72,7 +72,8 @@ sl__segment_open(sl_log *log, uint64_t base_offset, bool create, sl_log_segment 
     }
     // The index is derived data: a missing one is created here and rebuilt by sl__index_load.
     sl__segment_name(base_offset, "index", name);
-    seg->index_fd = openat(log->dir_fd, name, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0));
+    seg->index_fd =
+        openat(log->dir_fd, name, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0));
     if (seg->index_fd < 0 && errno == ENOENT) {
         seg->index_missing = true;
         seg->index_fd = openat(log->dir_fd, name, O_RDWR | O_CLOEXEC | O_CREAT, 0644);
@@ -257,7 +258,8 @@ scan_verify(sl__scan *s, const sl_batch_header *h)
     s->window_len = 0; // the pieces below overwrite the window
     uint32_t crc = 0;
     uint64_t done = 16; // the CRC covers [16, length)
-    for (uint32_t step = 0; done < h->length && step <= h->length / SL__VERIFY_CHUNK_BYTES; step++) {
+    for (uint32_t step = 0; done < h->length && step <= h->length / SL__VERIFY_CHUNK_BYTES;
+         step++) {
         size_t piece = (size_t)SL_MIN((uint64_t)SL__VERIFY_CHUNK_BYTES, h->length - done);
         int err = sl__pread_full(s->fd, s->verify_buf, piece, s->pos + done);
         if (err != SL_OK) {
