@@ -165,7 +165,9 @@ SL_API uint64_t sl_log_durable_offset(sl_log *log);
 
 // Blocks until the durable offset reaches offset (pass base + record_count to wait for a batch) or
 // deadline_ns passes. Returns SL_OK, SL_ETIMEDOUT, SL_ECLOSED (log closing), SL_EIO (fsync failed)
-// or SL_ERANGE (offset past the end offset: it could never become durable).
+// or SL_ERANGE (offset past the end offset: it could never become durable). Under ALWAYS a waiter
+// that finds no sync running runs the fdatasync itself (group-commit leader), so it may overrun
+// deadline_ns by one fdatasync; SL_DEADLINE_NOW never syncs.
 SL_API SL_MUST_USE int sl_log_wait_durable(sl_log *log, uint64_t offset, int64_t deadline_ns);
 
 // Syncs everything appended so far on the calling thread and advances the durable offset.

@@ -103,8 +103,11 @@ sl__log_check(const sl_log *log)
         }
         size += seg->size;
     }
+    if (log->segment_count == 0) {
+        return false;
+    }
     const sl_log_segment *active = log->segments[log->segment_count - 1];
-    return log->segment_count > 0 && active->index != NULL && size == log->size_bytes &&
+    return active->index != NULL && size == log->size_bytes &&
            active->end_offset == log->end_offset && log->durable_offset <= log->end_offset;
 }
 
