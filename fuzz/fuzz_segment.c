@@ -107,8 +107,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     write_file("00000000000000000000.log", data, size);
     int64_t before = sl__alloc_bytes_in_use();
-    sl_log_config cfg = {.dir_path = fuzz_dir, .segment_bytes = 1 << 20,
-                         .index_interval_bytes = 128, .fsync_policy = SL_LOG_FSYNC_NEVER,
+    sl_log_config cfg = {.dir_path = fuzz_dir,
+                         .segment_bytes = 1 << 20,
+                         .index_interval_bytes = 128,
+                         .fsync_policy = SL_LOG_FSYNC_NEVER,
                          .message_cb = quiet};
     sl_log *log = NULL;
     sl_log_recovery_report report;

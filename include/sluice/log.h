@@ -42,34 +42,34 @@ typedef enum sl_log_fsync {
 typedef void (*sl_log_message_cb)(const char *line, void *user);
 
 typedef struct sl_log_config {
-    const char *dir_path;          // borrowed, copied; the partition's directory (created if absent)
-    uint64_t segment_bytes;        // roll size; 0 picks SL_LOG_SEGMENT_BYTES_DEFAULT
-    int64_t segment_ms;            // roll age (wall clock since the segment's creation); 0: never
+    const char *dir_path;   // borrowed, copied; the partition's directory (created if absent)
+    uint64_t segment_bytes; // roll size; 0 picks SL_LOG_SEGMENT_BYTES_DEFAULT
+    int64_t segment_ms;     // roll age (wall clock since the segment's creation); 0: never
     uint32_t index_interval_bytes; // sparse index spacing; 0 picks the default
     sl_log_fsync fsync_policy;
-    uint32_t fsync_interval_ms;    // SL_LOG_FSYNC_INTERVAL only; 0 picks the default
-    uint64_t retention_bytes;      // delete old segments past this total; 0: no size limit
-    int64_t retention_ms;          // delete segments whose newest record is older; 0: no limit
-    bool lossless;                 // retention never passes the low watermark
-    sl_budget *disk_budget;        // borrowed, optional: charged per appended byte
-    sl_budget *memory_budget;      // borrowed, optional: index arrays, segment table, scratch
-    sl_log_message_cb message_cb;  // optional; NULL prints to stderr
+    uint32_t fsync_interval_ms;   // SL_LOG_FSYNC_INTERVAL only; 0 picks the default
+    uint64_t retention_bytes;     // delete old segments past this total; 0: no size limit
+    int64_t retention_ms;         // delete segments whose newest record is older; 0: no limit
+    bool lossless;                // retention never passes the low watermark
+    sl_budget *disk_budget;       // borrowed, optional: charged per appended byte
+    sl_budget *memory_budget;     // borrowed, optional: index arrays, segment table, scratch
+    sl_log_message_cb message_cb; // optional; NULL prints to stderr
     void *message_user;
 } sl_log_config;
 
 // What recovery found and did when the log was opened.
 typedef struct sl_log_recovery_report {
-    uint32_t segment_count;        // segments after recovery
-    uint32_t segments_scanned;     // tail segments whose every batch's CRC was verified
-    uint32_t indexes_rebuilt;      // missing or damaged index files rewritten
-    uint32_t segments_removed;     // empty tail segments dropped (names past the end)
-    uint64_t start_offset;         // first offset held
-    uint64_t end_offset;           // next offset to assign
-    uint64_t scanned_bytes;        // bytes CRC-verified
-    uint64_t truncated_bytes;      // torn or corrupt tail bytes cut off (0: clean)
+    uint32_t segment_count;          // segments after recovery
+    uint32_t segments_scanned;       // tail segments whose every batch's CRC was verified
+    uint32_t indexes_rebuilt;        // missing or damaged index files rewritten
+    uint32_t segments_removed;       // empty tail segments dropped (names past the end)
+    uint64_t start_offset;           // first offset held
+    uint64_t end_offset;             // next offset to assign
+    uint64_t scanned_bytes;          // bytes CRC-verified
+    uint64_t truncated_bytes;        // torn or corrupt tail bytes cut off (0: clean)
     uint64_t truncated_offset_first; // first offset lost (== end_offset) when truncated_bytes > 0
-    uint64_t truncated_offset_end; // best-effort end of what was lost, from readable headers
-    uint32_t gap_count;            // segment boundaries whose offsets do not meet (logged)
+    uint64_t truncated_offset_end;   // best-effort end of what was lost, from readable headers
+    uint32_t gap_count;              // segment boundaries whose offsets do not meet (logged)
 } sl_log_recovery_report;
 
 // Counters, consistent snapshot.
@@ -78,16 +78,16 @@ typedef struct sl_log_stats {
     uint64_t end_offset;
     uint64_t durable_offset;
     uint64_t low_watermark;
-    uint64_t size_bytes;           // bytes of all segment files
+    uint64_t size_bytes; // bytes of all segment files
     uint32_t segment_count;
     uint64_t appended_batches;
     uint64_t appended_bytes;
-    uint64_t full_total;           // appends refused with SL_EFULL (budget or ENOSPC)
-    uint64_t enospc_total;         // of those, refused by the filesystem
-    uint64_t fsync_total;          // fdatasync calls on segment files
+    uint64_t full_total;   // appends refused with SL_EFULL (budget or ENOSPC)
+    uint64_t enospc_total; // of those, refused by the filesystem
+    uint64_t fsync_total;  // fdatasync calls on segment files
     uint64_t rolled_total;
     uint64_t deleted_segments;
-    uint64_t corrupt_reads;        // reads answered SL_ECORRUPT
+    uint64_t corrupt_reads; // reads answered SL_ECORRUPT
 } sl_log_stats;
 
 // A byte range of a segment file for sendfile(2): length bytes of whole batches at file_pos in
@@ -98,8 +98,8 @@ typedef struct sl_log_range {
     uint64_t file_pos;
     uint64_t length;
     uint64_t base_offset;
-    uint64_t end_offset;        // one past the last record covered
-    sl_log_segment *lease;      // owned by the range until released
+    uint64_t end_offset;   // one past the last record covered
+    sl_log_segment *lease; // owned by the range until released
 } sl_log_range;
 
 // sl_log_read_ranges flags.
@@ -165,7 +165,9 @@ SL_API uint64_t sl_log_durable_offset(sl_log *log);
 
 // Blocks until the durable offset reaches offset (pass base + record_count to wait for a batch) or
 // deadline_ns passes. Returns SL_OK, SL_ETIMEDOUT, SL_ECLOSED (log closing), SL_EIO (fsync failed)
-// or SL_ERANGE (offset past the end offset: it could never become durable).
+// or SL_ERANGE (offset past the end offset: it could never become durable). Under ALWAYS a waiter
+// that finds no sync running runs the fdatasync itself (group-commit leader), so it may overrun
+// deadline_ns by one fdatasync; SL_DEADLINE_NOW never syncs.
 SL_API SL_MUST_USE int sl_log_wait_durable(sl_log *log, uint64_t offset, int64_t deadline_ns);
 
 // Syncs everything appended so far on the calling thread and advances the durable offset.

@@ -2,6 +2,7 @@
 // bytes and poke the flusher. One sync pass captures the end offset, fdatasyncs every segment with
 // unsynced bytes (and the directory after a roll) without holding the log mutex, then publishes
 // that end offset as durable, so one fdatasync covers every batch appended while the previous ran.
+// One pass runs at a time: the flusher's, sl_log_flush's, or a durability waiter's (the leader).
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -61,11 +62,12 @@ sl__flush_pass(sl_log *log)
     uint64_t sizes[SL__SYNC_SEGMENTS_MAX];
     uint64_t target = 0;
     pthread_mutex_lock(&log->mutex);
-    if (log->failed != SL_OK) {
-        int failed = log->failed;
+    if (log->failed != SL_OK || log->sync_running) {
+        int busy = log->failed != SL_OK ? log->failed : SL_EAGAIN;
         pthread_mutex_unlock(&log->mutex);
-        return failed;
+        return busy;
     }
+    log->sync_running = true;
     bool dir = log->dir_dirty;
     log->dir_dirty = false;
     uint32_t n = dirty_collect(log, segs, sizes, &target);
@@ -93,7 +95,11 @@ sl__flush_pass(sl_log *log)
         // After a failed fsync the page cache may have dropped the data: never claim it durable.
         log->failed = SL_EIO;
     }
+    log->sync_running = false;
     pthread_cond_broadcast(&log->durable_cond);
+    if (log->end_offset > log->durable_offset) {
+        sl__flush_notify(log); // appended during this pass: the next group is due
+    }
     pthread_mutex_unlock(&log->mutex);
     if (err != SL_OK) {
         sl__log_message(log, "log %s: fsync failed: %s; the log refuses appends until reopened",
@@ -123,7 +129,8 @@ flusher_wait(sl_log *log)
         return;
     }
     // Spurious wake-ups only cost a loop turn in flusher_main.
-    if (!log->closing && (log->end_offset == log->durable_offset || log->failed != SL_OK)) {
+    if (!log->closing && (log->end_offset == log->durable_offset || log->failed != SL_OK ||
+                          log->sync_running || log->durable_waiters > 0)) {
         pthread_cond_wait(&log->flush_cond, &log->mutex);
     }
 }
@@ -136,7 +143,10 @@ flusher_main(void *arg)
     // Runs until sl_log_close sets closing; every wait ends on a notify, a tick or the close.
     while (!log->closing) {
         flusher_wait(log);
-        bool pending = log->end_offset > log->durable_offset && log->failed == SL_OK;
+        // Waiters lead their own passes: syncing here too would only make them wait for us.
+        bool leaders = log->cfg.fsync_policy == SL_LOG_FSYNC_ALWAYS && log->durable_waiters > 0;
+        bool pending = log->end_offset > log->durable_offset && log->failed == SL_OK &&
+                       !log->sync_running && !leaders;
         if (log->closing || !pending) {
             continue;
         }
@@ -181,7 +191,29 @@ int
 sl_log_flush(sl_log *log)
 {
     SL_ASSERT(log != NULL);
-    return sl__flush_pass(log);
+    pthread_mutex_lock(&log->mutex);
+    uint64_t target = log->end_offset;
+    int err = SL_OK;
+    // Bounded by progress: each turn runs a pass or waits for the running one to publish.
+    while (log->durable_offset < target || log->dir_dirty) {
+        if (log->failed != SL_OK) {
+            err = log->failed;
+            break;
+        }
+        if (log->sync_running) {
+            pthread_cond_wait(&log->durable_cond, &log->mutex);
+            continue;
+        }
+        pthread_mutex_unlock(&log->mutex);
+        err = sl__flush_pass(log);
+        pthread_mutex_lock(&log->mutex);
+        if (err != SL_OK && err != SL_EAGAIN) {
+            break;
+        }
+        err = SL_OK;
+    }
+    pthread_mutex_unlock(&log->mutex);
+    return err;
 }
 
 int
@@ -195,6 +227,7 @@ sl_log_wait_durable(sl_log *log, uint64_t offset, int64_t deadline_ns)
     }
     struct timespec ts = timespec_at(deadline_ns);
     int err = SL_OK;
+    log->durable_waiters++;
     // Bounded by the deadline: each wait ends at it, on a publish, or on close.
     while (log->durable_offset < offset) {
         if (log->failed != SL_OK) {
@@ -209,11 +242,23 @@ sl_log_wait_durable(sl_log *log, uint64_t offset, int64_t deadline_ns)
             err = SL_ETIMEDOUT;
             break;
         }
+        // Group commit with a leader: under ALWAYS a waiter that finds no pass running runs
+        // one itself (no hand-off to the flusher and back); the others wait for its publish.
+        if (log->cfg.fsync_policy == SL_LOG_FSYNC_ALWAYS && !log->sync_running) {
+            pthread_mutex_unlock(&log->mutex);
+            (void)sl__flush_pass(log);
+            pthread_mutex_lock(&log->mutex);
+            continue;
+        }
         if (deadline_ns == SL_DEADLINE_NEVER) {
             pthread_cond_wait(&log->durable_cond, &log->mutex);
         } else {
             pthread_cond_timedwait(&log->durable_cond, &log->mutex, &ts);
         }
+    }
+    log->durable_waiters--;
+    if (log->durable_waiters == 0 && log->end_offset > log->durable_offset) {
+        sl__flush_notify(log); // the flusher stood back for us: hand pending bytes back to it
     }
     pthread_mutex_unlock(&log->mutex);
     return err;

@@ -61,9 +61,9 @@ sl__log_segments_push(sl_log *log, sl_log_segment *seg)
         if (log->segment_capacity >= SL_LOG_SEGMENTS_MAX) {
             return SL_EFULL;
         }
-        uint32_t cap = log->segment_capacity == 0 ? SEGMENT_TABLE_INITIAL
-                                                  : SL_MIN(log->segment_capacity * 2,
-                                                           SL_LOG_SEGMENTS_MAX);
+        uint32_t cap = log->segment_capacity == 0
+                           ? SEGMENT_TABLE_INITIAL
+                           : SL_MIN(log->segment_capacity * 2, SL_LOG_SEGMENTS_MAX);
         size_t bytes = cap * sizeof(sl_log_segment *);
         int err = sl__log_mem_reserve(log, bytes);
         if (err != SL_OK) {
@@ -103,8 +103,11 @@ sl__log_check(const sl_log *log)
         }
         size += seg->size;
     }
+    if (log->segment_count == 0) {
+        return false;
+    }
     const sl_log_segment *active = log->segments[log->segment_count - 1];
-    return log->segment_count > 0 && active->index != NULL && size == log->size_bytes &&
+    return active->index != NULL && size == log->size_bytes &&
            active->end_offset == log->end_offset && log->durable_offset <= log->end_offset;
 }
 

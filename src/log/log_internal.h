@@ -41,29 +41,29 @@ typedef struct sl__index_entry {
 // (appender) are touched only under the append mutex; the rest are fixed at creation.
 struct sl_log_segment {
     uint64_t base_offset;
-    int fd;       // .log, read-write
-    int index_fd; // .index, read-write
-    uint32_t refs;         // (log) the log's own reference plus read leases
-    bool deleted;          // (log) unlinked by retention; freed at the last release
-    uint64_t size;         // (log) published bytes: whole valid batches only
-    uint64_t end_offset;   // (log) one past the last record published
-    uint64_t synced_size;  // (log) bytes known to be on stable storage
+    int fd;                   // .log, read-write
+    int index_fd;             // .index, read-write
+    uint32_t refs;            // (log) the log's own reference plus read leases
+    bool deleted;             // (log) unlinked by retention; freed at the last release
+    uint64_t size;            // (log) published bytes: whole valid batches only
+    uint64_t end_offset;      // (log) one past the last record published
+    uint64_t synced_size;     // (log) bytes known to be on stable storage
     int64_t max_timestamp_us; // (log) newest record timestamp seen (retention by age)
-    int64_t created_ms;    // wall clock at creation or open (roll by age)
-    uint64_t charged_bytes; // (log) bytes reserved on the disk budget, released at deletion
+    int64_t created_ms;       // wall clock at creation or open (roll by age)
+    uint64_t charged_bytes;   // (log) bytes reserved on the disk budget, released at deletion
     // Sparse index. Active segment: entries live in memory too (index != NULL), read under the
     // log mutex. Closed: lookups pread the file. index_count entries are in the file.
     sl__index_entry *index; // (log) NULL once closed
     uint32_t index_capacity;
-    uint32_t index_count;  // (log)
+    uint32_t index_count;    // (log)
     uint64_t index_last_pos; // (appender) file position of the newest entry (0: none)
-    uint64_t hint_offset;  // (log) a read ended here ...
-    uint64_t hint_pos;     // (log) ... at this file position (sequential readers skip the index)
-    bool index_missing;    // the .index file did not exist at open
+    uint64_t hint_offset;    // (log) a read ended here ...
+    uint64_t hint_pos;       // (log) ... at this file position (sequential readers skip the index)
+    bool index_missing;      // the .index file did not exist at open
 };
 
 struct sl_log {
-    sl_log_config cfg;  // dir_path points at dir below
+    sl_log_config cfg; // dir_path points at dir below
     char dir[PATH_MAX];
     int dir_fd;
     uint64_t index_capacity; // entries an active segment can need
@@ -78,13 +78,15 @@ struct sl_log {
     uint64_t end_offset;
     uint64_t durable_offset;
     uint64_t low_watermark;
-    uint64_t size_bytes;          // sum of segment sizes
-    bool dir_dirty;               // a file was created since the last directory fsync
+    uint64_t size_bytes;      // sum of segment sizes
+    bool dir_dirty;           // a file was created since the last directory fsync
+    bool sync_running;        // a sync pass is between its capture and its publish
+    uint32_t durable_waiters; // threads in sl_log_wait_durable (under ALWAYS they lead)
     bool closing;
-    int failed;                   // SL_OK, or the sticky error after a failed fsync
+    int failed; // SL_OK, or the sticky error after a failed fsync
     bool flusher_running;
     pthread_t flusher;
-    sl_log_stats stats;           // counters (start/end/durable filled at snapshot)
+    sl_log_stats stats; // counters (start/end/durable filled at snapshot)
 };
 
 // ---- segment.c ----------------------------------------------------------------------------------
@@ -118,8 +120,10 @@ typedef struct sl__scan {
     uint64_t limit;       // end of the bytes to scan
     uint64_t next_offset; // base offset the next batch must have
     uint8_t *verify_buf;  // NULL: headers only; else SL__VERIFY_CHUNK_BYTES of scratch
-    uint64_t chunk_pos;   // file position of chunk[0]
-    uint32_t chunk_len;
+    uint8_t *window;      // bytes read ahead: verify_buf when verifying, else chunk
+    uint32_t window_cap;
+    uint64_t window_pos; // file position of window[0]
+    uint32_t window_len; // valid bytes in window
     uint8_t chunk[SL__SCAN_CHUNK_BYTES];
 } sl__scan;
 
@@ -168,7 +172,8 @@ int sl__flush_start(sl_log *log);
 void sl__flush_stop(sl_log *log);
 
 // One group commit: syncs every segment with unsynced bytes and the directory when dirty, then
-// publishes the durable offset. SL_OK or SL_EIO (sticky).
+// publishes the durable offset. SL_OK, SL_EIO (sticky), or SL_EAGAIN when another pass is
+// running (its publish wakes durable_cond; wait there).
 int sl__flush_pass(sl_log *log);
 
 // Wakes the flusher (mutex held) after an append.

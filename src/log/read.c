@@ -144,8 +144,7 @@ valid_prefix(const uint8_t *buf, size_t size, uint64_t base_offset, uint64_t *ne
 }
 
 int
-sl_log_read(sl_log *log, uint64_t offset, size_t max_bytes, void *buf, size_t cap,
-            size_t *len_out)
+sl_log_read(sl_log *log, uint64_t offset, size_t max_bytes, void *buf, size_t cap, size_t *len_out)
 {
     SL_ASSERT(log != NULL);
     SL_ASSERT(len_out != NULL);

@@ -217,15 +217,14 @@ tail_truncate(sl_log *log, sl_log_segment *seg, const sl__scan *scan, uint64_t s
                     "log %s: recovery truncated segment %020llu at position %llu: %llu bytes, "
                     "offsets %llu..%llu lost (torn or corrupt tail)",
                     log->dir, (unsigned long long)seg->base_offset, (unsigned long long)scan->pos,
-                    (unsigned long long)(size - scan->pos),
-                    (unsigned long long)scan->next_offset, (unsigned long long)lost_end);
+                    (unsigned long long)(size - scan->pos), (unsigned long long)scan->next_offset,
+                    (unsigned long long)lost_end);
     return SL_OK;
 }
 
 // Verifies every batch of the active segment's tail and truncates at the first bad one.
 static int
-recover_tail(sl_log *log, sl_log_segment *seg, uint8_t *verify_buf,
-             sl_log_recovery_report *report)
+recover_tail(sl_log *log, sl_log_segment *seg, uint8_t *verify_buf, sl_log_recovery_report *report)
 {
     struct stat st;
     if (fstat(seg->fd, &st) != 0) {
@@ -285,8 +284,7 @@ drop_empty_tail(sl_log *log, sl_log_recovery_report *report)
 {
     uint32_t count = log->segment_count;
     sl_log_segment *last = log->segments[count - 1];
-    if (count < 2 || last->size != 0 ||
-        last->base_offset == log->segments[count - 2]->end_offset) {
+    if (count < 2 || last->size != 0 || last->base_offset == log->segments[count - 2]->end_offset) {
         return false;
     }
     log->segment_count--;
@@ -295,8 +293,8 @@ drop_empty_tail(sl_log *log, sl_log_recovery_report *report)
     (void)unlinkat(log->dir_fd, name, 0);
     sl__segment_name(last->base_offset, "index", name);
     (void)unlinkat(log->dir_fd, name, 0);
-    sl__log_message(log, "log %s: removed empty segment %020llu past the end of the log",
-                    log->dir, (unsigned long long)last->base_offset);
+    sl__log_message(log, "log %s: removed empty segment %020llu past the end of the log", log->dir,
+                    (unsigned long long)last->base_offset);
     sl__segment_unref(log, last);
     report->segments_removed++;
     return true;
@@ -367,8 +365,7 @@ recovery_finish(sl_log *log, sl_log_recovery_report *report)
             seg->charged_bytes = ok ? seg->size : 0;
             over_budget |= !ok;
         }
-        if (i + 1 < log->segment_count &&
-            seg->end_offset != log->segments[i + 1]->base_offset) {
+        if (i + 1 < log->segment_count && seg->end_offset != log->segments[i + 1]->base_offset) {
             report->gap_count++;
             sl__log_message(log, "log %s: offsets %llu..%llu are missing between segments",
                             log->dir, (unsigned long long)seg->end_offset,
@@ -380,8 +377,9 @@ recovery_finish(sl_log *log, sl_log_recovery_report *report)
         }
     }
     if (over_budget) {
-        sl__log_message(log, "log %s: existing segments exceed the disk budget; appends answer "
-                             "SL_EFULL until retention frees space",
+        sl__log_message(log,
+                        "log %s: existing segments exceed the disk budget; appends answer "
+                        "SL_EFULL until retention frees space",
                         log->dir);
     }
     if (fsync(log->dir_fd) != 0) {

@@ -33,9 +33,10 @@ oldest_expired(const sl_log *log, int64_t now_us)
     }
     const sl_log_config *cfg = &log->cfg;
     // By size: only while the rest alone still holds at least retention_bytes.
-    bool by_size = cfg->retention_bytes > 0 && log->size_bytes - oldest->size >= cfg->retention_bytes;
-    bool by_age = cfg->retention_ms > 0 &&
-                  oldest->max_timestamp_us < now_us - cfg->retention_ms * 1000;
+    bool by_size =
+        cfg->retention_bytes > 0 && log->size_bytes - oldest->size >= cfg->retention_bytes;
+    bool by_age =
+        cfg->retention_ms > 0 && oldest->max_timestamp_us < now_us - cfg->retention_ms * 1000;
     return by_size || by_age;
 }
 

@@ -72,7 +72,8 @@ sl__segment_open(sl_log *log, uint64_t base_offset, bool create, sl_log_segment 
     }
     // The index is derived data: a missing one is created here and rebuilt by sl__index_load.
     sl__segment_name(base_offset, "index", name);
-    seg->index_fd = openat(log->dir_fd, name, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0));
+    seg->index_fd =
+        openat(log->dir_fd, name, O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0));
     if (seg->index_fd < 0 && errno == ENOENT) {
         seg->index_missing = true;
         seg->index_fd = openat(log->dir_fd, name, O_RDWR | O_CLOEXEC | O_CREAT, 0644);
@@ -215,27 +216,30 @@ sl__scan_init(sl__scan *s, int fd, uint64_t pos, uint64_t limit, uint64_t next_o
     s->limit = limit;
     s->next_offset = next_offset;
     s->verify_buf = verify_buf;
-    s->chunk_pos = 0;
-    s->chunk_len = 0;
+    // Verifying reads whole batches anyway: the larger scratch then serves headers too, so a
+    // batch costs one pread however many fit in it.
+    s->window = verify_buf != NULL ? verify_buf : s->chunk;
+    s->window_cap = verify_buf != NULL ? SL__VERIFY_CHUNK_BYTES : SL__SCAN_CHUNK_BYTES;
+    s->window_pos = 0;
+    s->window_len = 0;
 }
 
-// Copies the header at s->pos into hdr, reading a new chunk when it is not in the current one.
+// Makes [pos, pos + size) present in the window, reading ahead from pos when it is not.
 static int
-scan_header(sl__scan *s, uint8_t *hdr)
+scan_fill(sl__scan *s, uint64_t size)
 {
-    bool cached = s->pos >= s->chunk_pos &&
-                  s->pos + SL_BATCH_HEADER_BYTES <= s->chunk_pos + s->chunk_len;
-    if (!cached) {
-        uint64_t want = SL_MIN((uint64_t)SL__SCAN_CHUNK_BYTES, s->limit - s->pos);
-        int err = sl__pread_full(s->fd, s->chunk, (size_t)want, s->pos);
-        if (err != SL_OK) {
-            return err;
-        }
-        s->chunk_pos = s->pos;
-        s->chunk_len = (uint32_t)want;
+    if (s->pos >= s->window_pos && s->pos + size <= s->window_pos + s->window_len) {
+        return SL_OK;
     }
-    memcpy(hdr, s->chunk + (s->pos - s->chunk_pos), SL_BATCH_HEADER_BYTES);
-    return SL_OK;
+    uint64_t want = SL_MIN((uint64_t)s->window_cap, s->limit - s->pos);
+    s->window_len = 0;
+    int err = sl__pread_full(s->fd, s->window, (size_t)want, s->pos);
+    if (err != SL_OK) {
+        return err;
+    }
+    s->window_pos = s->pos;
+    s->window_len = (uint32_t)want;
+    return size <= want ? SL_OK : SL_EAGAIN;
 }
 
 // Verifies the CRC (and, when it fits the scratch, the record framing) of the batch at s->pos.
@@ -243,17 +247,19 @@ static int
 scan_verify(sl__scan *s, const sl_batch_header *h)
 {
     if (h->length <= SL__VERIFY_CHUNK_BYTES) {
-        int err = sl__pread_full(s->fd, s->verify_buf, h->length, s->pos);
+        int err = scan_fill(s, h->length);
         if (err != SL_OK) {
-            return err == SL_EAGAIN ? SL_EAGAIN : err;
+            return err;
         }
         sl_batch_header check;
-        err = sl_batch_validate(s->verify_buf, h->length, &check);
+        err = sl_batch_validate(s->window + (s->pos - s->window_pos), h->length, &check);
         return err == SL_OK ? SL_OK : SL_ECORRUPT;
     }
+    s->window_len = 0; // the pieces below overwrite the window
     uint32_t crc = 0;
     uint64_t done = 16; // the CRC covers [16, length)
-    for (uint32_t step = 0; done < h->length && step <= h->length / SL__VERIFY_CHUNK_BYTES; step++) {
+    for (uint32_t step = 0; done < h->length && step <= h->length / SL__VERIFY_CHUNK_BYTES;
+         step++) {
         size_t piece = (size_t)SL_MIN((uint64_t)SL__VERIFY_CHUNK_BYTES, h->length - done);
         int err = sl__pread_full(s->fd, s->verify_buf, piece, s->pos + done);
         if (err != SL_OK) {
@@ -274,13 +280,12 @@ sl__scan_next(sl__scan *s, sl_batch_header *h)
     if (s->limit - s->pos < SL_BATCH_HEADER_BYTES) {
         return SL_EAGAIN;
     }
-    uint8_t hdr[SL_BATCH_HEADER_BYTES];
-    int err = scan_header(s, hdr);
+    int err = scan_fill(s, SL_BATCH_HEADER_BYTES);
     if (err != SL_OK) {
         return err;
     }
     // Only the header is passed, so a plausible header answers SL_EAGAIN ("need the rest").
-    err = sl_batch_header_decode(hdr, sizeof(hdr), h);
+    err = sl_batch_header_decode(s->window + (s->pos - s->window_pos), SL_BATCH_HEADER_BYTES, h);
     if (err == SL_ECORRUPT || h->base_offset != s->next_offset) {
         return SL_ECORRUPT;
     }

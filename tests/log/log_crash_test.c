@@ -17,9 +17,9 @@
 #include <sluice/error.h>
 #include <sluice/log.h>
 
-#define BATCH_CAP (256u * 1024u)
+#define BATCH_CAP      (256u * 1024u)
 #define ROUNDS_DEFAULT 30
-#define ROUNDS_SOAK 300
+#define ROUNDS_SOAK    300
 // The log is started afresh every this many rounds so verification stays fast in a soak.
 #define ROUNDS_PER_LOG 50
 // Longest a child runs if nobody kills it (it should be killed long before).
@@ -37,8 +37,11 @@ quiet(const char *line, void *user)
 static sl_log_config
 crash_config(const char *dir)
 {
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 64 * 1024, .index_interval_bytes = 1024,
-                         .fsync_policy = SL_LOG_FSYNC_ALWAYS, .message_cb = quiet};
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 64 * 1024,
+                         .index_interval_bytes = 1024,
+                         .fsync_policy = SL_LOG_FSYNC_ALWAYS,
+                         .message_cb = quiet};
     return cfg;
 }
 

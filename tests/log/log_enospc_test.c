@@ -161,8 +161,10 @@ test_enospc_is_clean_backpressure_and_recovers(void **state)
     assert_true(write(fd, buf, FILLER_BYTES) == (ssize_t)FILLER_BYTES);
     close(fd);
 
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 128 * 1024,
-                         .fsync_policy = SL_LOG_FSYNC_ALWAYS, .message_cb = quiet};
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 128 * 1024,
+                         .fsync_policy = SL_LOG_FSYNC_ALWAYS,
+                         .message_cb = quiet};
     sl_log *log = NULL;
     assert_int_equal(sl_log_open(&cfg, &log, NULL), SL_OK);
     uint32_t appended = 0;

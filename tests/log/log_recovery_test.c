@@ -18,7 +18,7 @@
 #include "core/util.h"
 
 #define BATCH_CAP (64u * 1024u)
-#define FILE_CAP (1u << 20)
+#define FILE_CAP  (1u << 20)
 
 static void
 quiet(const char *line, void *user)
@@ -92,9 +92,12 @@ read_all(sl_log *log)
 static sl_log *
 reopen(const char *dir, uint64_t segment_bytes, sl_log_recovery_report *report, int *lines)
 {
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = segment_bytes,
-                         .index_interval_bytes = 256, .fsync_policy = SL_LOG_FSYNC_NEVER,
-                         .message_cb = quiet, .message_user = lines};
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = segment_bytes,
+                         .index_interval_bytes = 256,
+                         .fsync_policy = SL_LOG_FSYNC_NEVER,
+                         .message_cb = quiet,
+                         .message_user = lines};
     sl_log *log = NULL;
     assert_int_equal(sl_log_open(&cfg, &log, report), SL_OK);
     return log;
@@ -389,8 +392,7 @@ test_recovery_corrupt_closed_segment_is_never_returned(void **state)
     uint64_t next = 0;
     check_batches(out, len, &next);
     assert_int_equal(next, bad_offset);
-    assert_int_equal(sl_log_read(log, bad_offset + h.record_count, 1, out, BATCH_CAP, &len),
-                     SL_OK);
+    assert_int_equal(sl_log_read(log, bad_offset + h.record_count, 1, out, BATCH_CAP, &len), SL_OK);
     sl_log_range ranges[4];
     size_t count = 0;
     assert_int_equal(sl_log_read_ranges(log, bad_offset, 1 << 16, 0, ranges, 4, &count),

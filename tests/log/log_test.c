@@ -191,7 +191,9 @@ test_log_index_lookup_every_boundary(void **state)
     sl_test_tmpdir(dir, sizeof(dir));
     uint8_t *buf = malloc(BATCH_CAP);
     // Tiny segments and a dense index: many entries, many segment boundaries.
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 4096, .index_interval_bytes = 300,
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 4096,
+                         .index_interval_bytes = 300,
                          .fsync_policy = SL_LOG_FSYNC_NEVER};
     sl_log *log = log_open_cfg(&cfg, NULL);
     for (uint32_t i = 0; i < 200; i++) {
@@ -217,8 +219,8 @@ test_log_roll_by_size_names_by_base_offset(void **state)
     char dir[256];
     sl_test_tmpdir(dir, sizeof(dir));
     uint8_t *buf = malloc(BATCH_CAP);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 2048,
-                         .fsync_policy = SL_LOG_FSYNC_NEVER};
+    sl_log_config cfg = {
+        .dir_path = dir, .segment_bytes = 2048, .fsync_policy = SL_LOG_FSYNC_NEVER};
     sl_log *log = log_open_cfg(&cfg, NULL);
     uint64_t bases[64];
     for (uint32_t i = 0; i < 64; i++) {
@@ -282,7 +284,9 @@ test_log_ranges_match_reads_and_hold_leases(void **state)
     sl_test_tmpdir(dir, sizeof(dir));
     uint8_t *buf = malloc(BATCH_CAP);
     uint8_t *copy = malloc(BATCH_CAP);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 2048, .retention_bytes = 1,
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 2048,
+                         .retention_bytes = 1,
                          .fsync_policy = SL_LOG_FSYNC_NEVER};
     sl_log *log = log_open_cfg(&cfg, NULL);
     for (uint32_t i = 0; i < 40; i++) {
@@ -314,8 +318,8 @@ test_log_ranges_match_reads_and_hold_leases(void **state)
     check_batches(copy, ranges[0].length, &next);
     sl_log_ranges_release(log, ranges, count);
     // Unverified ranges at the end and past it.
-    assert_int_equal(
-        sl_log_read_ranges(log, end, 5000, SL_LOG_RANGES_NO_VERIFY, ranges, 8, &count), SL_OK);
+    assert_int_equal(sl_log_read_ranges(log, end, 5000, SL_LOG_RANGES_NO_VERIFY, ranges, 8, &count),
+                     SL_OK);
     assert_int_equal(count, 0);
     assert_int_equal(sl_log_read_ranges(log, 0, 5000, 0, ranges, 8, &count), SL_ERANGE);
     sl_log_close(log);
@@ -331,7 +335,9 @@ test_log_retention_by_size_without_watermark(void **state)
     char dir[256];
     sl_test_tmpdir(dir, sizeof(dir));
     uint8_t *buf = malloc(BATCH_CAP);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 2048, .retention_bytes = 5000,
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 2048,
+                         .retention_bytes = 5000,
                          .fsync_policy = SL_LOG_FSYNC_NEVER};
     sl_log *log = log_open_cfg(&cfg, NULL);
     for (uint32_t i = 0; i < 60; i++) {
@@ -364,8 +370,12 @@ test_log_retention_never_passes_low_watermark(void **state)
     char dir[256];
     sl_test_tmpdir(dir, sizeof(dir));
     uint8_t *buf = malloc(BATCH_CAP);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 2048, .retention_bytes = 1,
-                         .retention_ms = 1, .lossless = true, .fsync_policy = SL_LOG_FSYNC_NEVER};
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 2048,
+                         .retention_bytes = 1,
+                         .retention_ms = 1,
+                         .lossless = true,
+                         .fsync_policy = SL_LOG_FSYNC_NEVER};
     sl_log *log = log_open_cfg(&cfg, NULL);
     for (uint32_t i = 0; i < 60; i++) {
         append_n(log, buf, 2, 100, 1000);
@@ -403,7 +413,9 @@ test_log_retention_by_age(void **state)
     char dir[256];
     sl_test_tmpdir(dir, sizeof(dir));
     uint8_t *buf = malloc(BATCH_CAP);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 2048, .retention_ms = 1000,
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 2048,
+                         .retention_ms = 1000,
                          .fsync_policy = SL_LOG_FSYNC_NEVER};
     sl_log *log = log_open_cfg(&cfg, NULL);
     for (uint32_t i = 0; i < 30; i++) {
@@ -443,8 +455,11 @@ test_log_disk_budget_full_is_backpressure(void **state)
     sl_budget *global = budget_make("global", 40000, NULL);
     sl_budget *part = budget_make("part", 20000, global);
     sl_budget *part2 = budget_make("part2", 1 << 20, global);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 2048, .lossless = true,
-                         .retention_bytes = 1, .disk_budget = part,
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 2048,
+                         .lossless = true,
+                         .retention_bytes = 1,
+                         .disk_budget = part,
                          .fsync_policy = SL_LOG_FSYNC_NEVER};
     sl_log *log = log_open_cfg(&cfg, NULL);
     int err = SL_OK;
@@ -510,8 +525,11 @@ test_log_memory_is_bounded_by_budget(void **state)
     uint8_t *buf = malloc(BATCH_CAP);
     // Too small for the verify scratch recovery needs: open refuses with SL_EFULL.
     sl_budget *tiny = budget_make("tiny", 4096, NULL);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 4096, .memory_budget = tiny,
-                         .fsync_policy = SL_LOG_FSYNC_NEVER, .message_cb = quiet};
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 4096,
+                         .memory_budget = tiny,
+                         .fsync_policy = SL_LOG_FSYNC_NEVER,
+                         .message_cb = quiet};
     sl_log *log = NULL;
     assert_int_equal(sl_log_open(&cfg, &log, NULL), SL_EFULL);
     sl_budget_stats bs;
@@ -579,8 +597,8 @@ test_log_appendv_crosses_rolls(void **state)
     char dir[256];
     sl_test_tmpdir(dir, sizeof(dir));
     uint8_t *buf = malloc(BATCH_CAP);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 2048,
-                         .fsync_policy = SL_LOG_FSYNC_NEVER};
+    sl_log_config cfg = {
+        .dir_path = dir, .segment_bytes = 2048, .fsync_policy = SL_LOG_FSYNC_NEVER};
     sl_log *log = log_open_cfg(&cfg, NULL);
     struct iovec iov[20];
     uint64_t next = 0;
@@ -614,7 +632,9 @@ test_log_fsync_policies_publish_durable_offset(void **state)
     for (size_t p = 0; p < SL_ARRAY_LEN(policies); p++) {
         char dir[256];
         sl_test_tmpdir(dir, sizeof(dir));
-        sl_log_config cfg = {.dir_path = dir, .segment_bytes = 4096, .fsync_policy = policies[p],
+        sl_log_config cfg = {.dir_path = dir,
+                             .segment_bytes = 4096,
+                             .fsync_policy = policies[p],
                              .fsync_interval_ms = 5};
         sl_log *log = log_open_cfg(&cfg, NULL);
         for (uint32_t i = 0; i < 30; i++) {
@@ -656,9 +676,9 @@ appender_main(void *arg)
         assert_int_equal(sl_log_append(ctx->log, buf, len, &base), SL_OK);
         // Every few batches wait for durability, as an acking broker would.
         if (i % 16 == 0) {
-            assert_int_equal(sl_log_wait_durable(ctx->log, base + 1 + i % 4,
-                                                 sl_deadline_after_ms(60000)),
-                             SL_OK);
+            assert_int_equal(
+                sl_log_wait_durable(ctx->log, base + 1 + i % 4, sl_deadline_after_ms(60000)),
+                SL_OK);
         }
     }
     atomic_store(&ctx->done, true);
@@ -705,7 +725,9 @@ test_log_group_commit_with_concurrent_readers(void **state)
     (void)state;
     char dir[256];
     sl_test_tmpdir(dir, sizeof(dir));
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 16384, .retention_bytes = 65536,
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 16384,
+                         .retention_bytes = 65536,
                          .fsync_policy = SL_LOG_FSYNC_ALWAYS};
     concurrent_ctx ctx = {.log = log_open_cfg(&cfg, NULL), .batches = 2000};
     pthread_t appender;
@@ -731,8 +753,7 @@ test_log_group_commit_with_concurrent_readers(void **state)
     assert_int_equal(stats.appended_batches, 2000);
     assert_true(stats.fsync_total >= 1);
     print_message("group commit: %llu batches, %llu fdatasyncs, %llu reads\n",
-                  (unsigned long long)stats.appended_batches,
-                  (unsigned long long)stats.fsync_total,
+                  (unsigned long long)stats.appended_batches, (unsigned long long)stats.fsync_total,
                   (unsigned long long)atomic_load(&ctx.reads));
     sl_log_close(ctx.log);
     sl_test_rmtree(dir);
@@ -745,8 +766,10 @@ test_log_open_survives_allocation_failures(void **state)
     char dir[256];
     sl_test_tmpdir(dir, sizeof(dir));
     uint8_t *buf = malloc(BATCH_CAP);
-    sl_log_config cfg = {.dir_path = dir, .segment_bytes = 2048,
-                         .fsync_policy = SL_LOG_FSYNC_INTERVAL, .message_cb = quiet};
+    sl_log_config cfg = {.dir_path = dir,
+                         .segment_bytes = 2048,
+                         .fsync_policy = SL_LOG_FSYNC_INTERVAL,
+                         .message_cb = quiet};
     sl_log *log = log_open_cfg(&cfg, NULL);
     for (uint32_t i = 0; i < 30; i++) {
         append_n(log, buf, 2, 100, 1000);
