@@ -350,7 +350,7 @@ sl_test_build_batch(uint8_t *buf, size_t cap, uint64_t producer_id, uint64_t fir
     return len;
 }
 
-// ---- stream helpers ------------------------------------------------------------------------------
+// ---- stream helpers ----------------------------------------------------------------------------
 
 int64_t
 sl_test_now_ns(void)
