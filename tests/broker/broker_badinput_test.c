@@ -4,6 +4,7 @@
 // partitions / stream ids, and a batch with a bad CRC. Each gets a clear error (or is ignored where
 // the protocol says so), the broker never crashes, its memory stays bounded, and a round trip works
 // afterwards.
+// ctest-labels: concurrent
 // ctest-timeout: 300
 #include "support/test_util.h"
 

@@ -1,6 +1,7 @@
 // Restart after a crash: sluiced with --fsync always is killed with SIGKILL at a random moment
 // while a producer sends with acks=fsync; after a restart on the same data dir every acknowledged
 // record is there, in order, exactly once (earlier rounds included). 3 rounds (SL_SOAK: 12).
+// ctest-labels: concurrent
 // ctest-timeout: 240
 #include "support/test_util.h"
 
