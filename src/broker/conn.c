@@ -189,10 +189,6 @@ encode_stream_ok_arg(sl_write *w, size_t cap, const void *arg, size_t *len)
 static sl_stream *
 stream_open(sl_conn *c, uint32_t id, uint8_t kind, sl_topic *t)
 {
-    if (stream_find(c, id) != NULL) {
-        sl_conn_send_error(c, id, SL_EEXIST, 0, 0, "stream %" PRIu32 " is already open", id);
-        return NULL;
-    }
     if (c->stream_count >= c->broker->config.max_streams_per_connection) {
         sl_conn_send_error(c, id, SL_EFULL, 0, 0,
                            "this connection has its maximum of %u streams open",
@@ -586,10 +582,18 @@ conn_dispatch(sl_conn *c, const sl_frame *f)
         sl_conn_close(c, SL_OK, NULL);
         break;
     case SL_FRAME_OPEN_PRODUCE:
-        on_open_produce(c, sid, &f->u.open_produce);
-        break;
     case SL_FRAME_OPEN_CONSUME:
-        on_open_consume(c, sid, &f->u.open_consume);
+        // Checked first: any STREAM_CLOSE refusing this OPEN would tell the client that its open
+        // stream of the same id was closed while the broker kept it.
+        if (stream_find(c, sid) != NULL) {
+            conn_protocol_error(c, "OPEN on a stream id that is already open");
+            return SL_EPROTO;
+        }
+        if (f->header.type == SL_FRAME_OPEN_CONSUME) {
+            on_open_consume(c, sid, &f->u.open_consume);
+            break;
+        }
+        on_open_produce(c, sid, &f->u.open_produce);
         break;
     case SL_FRAME_STREAM_CLOSE: {
         sl_stream *s = stream_find(c, sid);
@@ -725,6 +729,9 @@ sl_conn_process(sl_conn *c)
             }
             break;
         }
+        // A whole frame is a sign of life; bytes are not (a peer dribbling a frame a byte at a time
+        // is as dead as a silent one).
+        c->last_recv_ns = sl_now_ns();
         sl_frame f;
         size_t used = 0;
         const char *why = NULL;

@@ -1,5 +1,6 @@
 // sluiced: the sluice broker. Parses the configuration, opens the data directory (refusing one
 // that another sluiced holds), serves until SIGINT or SIGTERM, then drains and syncs.
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -22,6 +23,9 @@ main(int argc, char **argv)
     if (exit_now) {
         return 0;
     }
+    // A peer that resets its connection while a write is queued must cost that connection an
+    // EPIPE, not the broker its life.
+    signal(SIGPIPE, SIG_IGN);
     static sl_broker broker;
     int rc = sl_broker_open(&broker, &config, err, sizeof(err));
     if (rc != SL_OK) {

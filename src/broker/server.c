@@ -185,7 +185,6 @@ on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->rbuf_len += (size_t)nread;
-    c->last_recv_ns = sl_now_ns();
     c->refs++; // processing may close the connection; keep it alive until we return
     sl_conn_process(c);
     if (!c->closing && c->rbuf_len == c->rbuf_cap && c->reading) {
@@ -354,7 +353,9 @@ conns_tick(sl_broker *b, int64_t now)
                                "no frame for %" PRId64 " ms (3 heartbeat intervals)", silent_ms);
             sl_conn_close(c, SL_ETIMEDOUT, "heartbeat timeout");
         } else if (!c->reading && !c->over_credit) {
-            // A large frame was waiting for budget: try again.
+            // A large frame was waiting for budget: try again. The peer is not silent while the
+            // broker itself is not reading it.
+            c->last_recv_ns = now;
             c->refs++;
             sl_conn_process(c);
             if (!c->closing && c->rbuf_len < c->rbuf_cap) {

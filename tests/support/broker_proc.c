@@ -349,3 +349,195 @@ sl_test_build_batch(uint8_t *buf, size_t cap, uint64_t producer_id, uint64_t fir
     }
     return len;
 }
+
+// ---- stream helpers ----------------------------------------------------------------------------
+
+int64_t
+sl_test_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+// Waits for STREAM_OK (0) or STREAM_CLOSE (its code) on sid, skipping other frames.
+static int
+wait_stream_ok(sl_test_wire *w, uint32_t sid, sl_frame *f)
+{
+    // Bounded: at most 10000 unrelated frames, each within the timeout.
+    for (int i = 0; i < 10000; i++) {
+        int rc = sl_test_wire_recv(w, f, 5000);
+        if (rc != SL_OK) {
+            return rc;
+        }
+        if (f->header.stream_id != sid) {
+            continue;
+        }
+        if (f->header.type == SL_FRAME_STREAM_OK) {
+            return 0;
+        }
+        if (f->header.type == SL_FRAME_STREAM_CLOSE) {
+            return f->u.error.code != 0 ? (int)f->u.error.code : SL_ECLOSED;
+        }
+    }
+    return SL_ETIMEDOUT;
+}
+
+int
+sl_test_wire_open_produce(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t partition,
+                          uint64_t producer_id, uint64_t *producer_id_out)
+{
+    uint8_t frame[512];
+    size_t len = 0;
+    sl_proto_open_produce op = {.partition = partition, .producer_id = producer_id,
+                                .topic = {.data = topic, .size = (uint16_t)strlen(topic)}};
+    if (sl_proto_encode_open_produce(frame, sizeof(frame), sid, &op, &len) != SL_OK ||
+        sl_test_wire_send(w, frame, len) != 0) {
+        return SL_EIO;
+    }
+    sl_frame f;
+    int rc = wait_stream_ok(w, sid, &f);
+    if (rc == 0 && producer_id_out != NULL) {
+        *producer_id_out = f.u.stream_ok.producer_id;
+    }
+    return rc;
+}
+
+int
+sl_test_wire_open_consume(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t partition)
+{
+    uint8_t frame[512];
+    size_t len = 0;
+    sl_proto_open_consume oc = {.partition = partition, .start_mode = SL_START_EARLIEST,
+                                .topic = {.data = topic, .size = (uint16_t)strlen(topic)}};
+    if (sl_proto_encode_open_consume(frame, sizeof(frame), sid, &oc, &len) != SL_OK ||
+        sl_test_wire_send(w, frame, len) != 0) {
+        return SL_EIO;
+    }
+    sl_frame f;
+    return wait_stream_ok(w, sid, &f);
+}
+
+int
+sl_test_wire_request(sl_test_wire *w, uint32_t sid, uint64_t records, uint64_t bytes)
+{
+    uint8_t frame[64];
+    size_t len = 0;
+    sl_proto_request rq = {.records = records, .bytes = bytes};
+    if (sl_proto_encode_request(frame, sizeof(frame), sid, &rq, &len) != SL_OK) {
+        return -1;
+    }
+    return sl_test_wire_send(w, frame, len);
+}
+
+int
+sl_test_wire_ping(sl_test_wire *w, int timeout_ms)
+{
+    uint8_t frame[64];
+    size_t len = 0;
+    sl_proto_ping p = {.nonce = 0x5eed0000u + w->next_correlation++};
+    if (sl_proto_encode_ping(frame, sizeof(frame), false, &p, &len) != SL_OK ||
+        sl_test_wire_send(w, frame, len) != 0) {
+        return SL_EIO;
+    }
+    sl_frame f;
+    // Bounded: at most 100000 unrelated frames, each within the timeout.
+    for (int i = 0; i < 100000; i++) {
+        int rc = sl_test_wire_recv(w, &f, timeout_ms);
+        if (rc != SL_OK) {
+            return rc;
+        }
+        if (f.header.type == SL_FRAME_PONG && f.u.ping.nonce == p.nonce) {
+            return 0;
+        }
+        if (f.header.type == SL_FRAME_ERROR) {
+            return SL_EPROTO;
+        }
+    }
+    return SL_ETIMEDOUT;
+}
+
+int
+sl_test_deliver_foreach(const sl_proto_deliver *d,
+                        int (*fn)(void *arg, uint64_t offset, const sl_record *r), void *arg)
+{
+    sl_proto_cursor cur;
+    sl_proto_batches_init(&cur, &d->batches);
+    const uint8_t *batch;
+    sl_batch_header h;
+    // Bounded by the frame's batch count and each batch's record count.
+    while (sl_proto_batches_next(&cur, &batch, &h) == SL_OK) {
+        sl_batch_header full;
+        sl_batch_iter it;
+        if (sl_batch_validate(batch, h.length, &full) != SL_OK ||
+            sl_batch_iter_init(&it, batch, h.length) != SL_OK) {
+            return -1;
+        }
+        sl_record r;
+        uint64_t off;
+        while (sl_batch_iter_next(&it, &r, &off) == SL_OK) {
+            if (off < d->first_offset || off >= d->end_offset) {
+                continue;
+            }
+            int rc = fn(arg, off, &r);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+size_t
+sl_test_build_batch_stamped(uint8_t *buf, size_t cap, uint64_t producer_id, uint64_t first_seq,
+                            uint32_t count, uint32_t value_size, int64_t stamp_ns)
+{
+    sl_batch_builder b;
+    sl_batch_builder_init(&b, buf, cap);
+    sl_batch_builder_set_producer(&b, producer_id, (uint32_t)first_seq);
+    char value[4096];
+    if (value_size > sizeof(value)) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        int n = snprintf(value, sizeof(value), "%llu %lld ", (unsigned long long)(first_seq + i),
+                         (long long)stamp_ns);
+        for (uint32_t k = (uint32_t)n; k < value_size; k++) {
+            value[k] = 'x';
+        }
+        sl_record r = {.value = value,
+                       .value_size = value_size > (uint32_t)n ? value_size : (uint32_t)n};
+        if (sl_batch_builder_add(&b, &r) != SL_OK) {
+            return 0;
+        }
+    }
+    size_t len = 0;
+    if (sl_batch_builder_finish(&b, &len) != SL_OK) {
+        return 0;
+    }
+    return len;
+}
+
+int
+sl_test_parse_value(const sl_record *r, uint64_t *seq_out, int64_t *stamp_out)
+{
+    char text[64];
+    size_t n = r->value_size < sizeof(text) - 1 ? r->value_size : sizeof(text) - 1;
+    memcpy(text, r->value, n);
+    text[n] = '\0';
+    char *end = NULL;
+    unsigned long long seq = strtoull(text, &end, 10);
+    if (end == text || *end != ' ') {
+        return -1;
+    }
+    *seq_out = seq;
+    if (stamp_out != NULL) {
+        char *p = end + 1;
+        long long stamp = strtoll(p, &end, 10);
+        if (end == p || *end != ' ') {
+            return -1;
+        }
+        *stamp_out = stamp;
+    }
+    return 0;
+}

@@ -68,4 +68,39 @@ int sl_test_wire_create_topic(sl_test_wire *w, const char *name, uint32_t partit
 size_t sl_test_build_batch(uint8_t *buf, size_t cap, uint64_t producer_id, uint64_t first_seq,
                            uint32_t count, uint32_t value_size);
 
+// ---- stream helpers (each returns 0, or the STREAM_CLOSE code, or a negative status) -----------
+
+// OPEN_PRODUCE on stream sid; waits for STREAM_OK (the first CREDIT is left for the caller).
+// *producer_id_out (may be NULL) receives the producer id in force.
+int sl_test_wire_open_produce(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t partition,
+                              uint64_t producer_id, uint64_t *producer_id_out);
+
+// OPEN_CONSUME from the earliest offset on stream sid; waits for STREAM_OK.
+int sl_test_wire_open_consume(sl_test_wire *w, uint32_t sid, const char *topic,
+                              uint32_t partition);
+
+// Sends REQUEST(records, bytes) on stream sid. Returns 0 or -1.
+int sl_test_wire_request(sl_test_wire *w, uint32_t sid, uint64_t records, uint64_t bytes);
+
+// PING with a fresh nonce and waits for its PONG (other frames are skipped). 0 or a status.
+int sl_test_wire_ping(sl_test_wire *w, int timeout_ms);
+
+// Calls fn for every record of a DELIVER inside [first_offset, end_offset), in order, after
+// checking each batch's CRC. Stops at fn's first non-zero return. Returns 0, fn's value, or -1
+// when a batch is invalid.
+int sl_test_deliver_foreach(const sl_proto_deliver *d,
+                            int (*fn)(void *arg, uint64_t offset, const sl_record *r), void *arg);
+
+// Like sl_test_build_batch, but values are "<seq> <stamp> " and filler (stamp: the caller's
+// send time in ns, for latency measurements). Parse with sl_test_parse_value.
+size_t sl_test_build_batch_stamped(uint8_t *buf, size_t cap, uint64_t producer_id,
+                                   uint64_t first_seq, uint32_t count, uint32_t value_size,
+                                   int64_t stamp_ns);
+
+// Reads "<seq> " and, if stamp_out is not NULL, "<stamp> " from a record value. 0 or -1.
+int sl_test_parse_value(const sl_record *r, uint64_t *seq_out, int64_t *stamp_out);
+
+// CLOCK_MONOTONIC in ns.
+int64_t sl_test_now_ns(void);
+
 #endif
