@@ -11,6 +11,7 @@
 #define SLUICE_BROKER_BROKER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -231,8 +232,8 @@ typedef struct sl_storage {
     bool initialized;
     sl_fsync_policy fsync_policy;
     uv_async_t *wake_loop; // signalled when completions are ready
-    uint64_t flushes;
-    uint64_t appends;
+    _Atomic uint64_t flushes; // written by the storage thread, read by STATS on the loop
+    _Atomic uint64_t appends;
 } sl_storage;
 
 typedef struct sl_broker_stats {

@@ -504,8 +504,8 @@ on_stats(sl_conn *c, const sl_proto_topic_request *r)
         STAT("disconnects_credit", b->stats.disconnects_credit);
         STAT("disconnects_heartbeat", b->stats.disconnects_heartbeat);
         STAT("topics", b->topic_count);
-        STAT("storage_appends", b->storage.appends);
-        STAT("storage_flushes", b->storage.flushes);
+        STAT("storage_appends", atomic_load(&b->storage.appends));
+        STAT("storage_flushes", atomic_load(&b->storage.flushes));
     } else {
         sl_topic *t = sl_topic_find(b, r->topic.data, r->topic.size);
         if (t == NULL) {
