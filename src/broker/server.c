@@ -250,6 +250,19 @@ on_connection(uv_stream_t *server, int status)
         } else {
             sl_budget_release(c->budget, SL_BROKER_READ_BUFFER_BYTES, 0);
         }
+        // Say why, best effort, from the stack: a refused peer gets no budget to queue a write.
+        const char *why = full ? "the broker has its maximum number of connections; retry later"
+                               : "the broker's memory budget is full; retry later";
+        sl_proto_error e = {.code = sl_proto_code_from_status(SL_EBUSY),
+                            .retry_after_ms = 1000,
+                            .message = {.data = why, .size = (uint16_t)strlen(why)}};
+        uint8_t frame[256];
+        size_t len = 0;
+        if (sl_proto_encode_error(frame, sizeof(frame), 0, &e, &len) == SL_OK) {
+            uv_buf_t buf = uv_buf_init((char *)frame, (unsigned)len);
+            int written = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+            SL_UNUSED(written);
+        }
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
         return;
     }
