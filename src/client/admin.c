@@ -202,8 +202,9 @@ sl_admin_list_topics(sl_admin *a, int64_t deadline_ns, sl_topic_cb cb, void *use
         size_t len = 0;
         sl_frame f;
         size_t pos = 0;
-        int err = admin_query(a, sl_proto_encode_list_topics(at, room, &m, &len), len,
-                              m.correlation_id, SL_FRAME_TOPIC_LIST, deadline_ns, &f, &pos);
+        int err = sl_proto_encode_list_topics(at, room, &m, &len);
+        err = admin_query(a, err, len, m.correlation_id, SL_FRAME_TOPIC_LIST, deadline_ns, &f,
+                          &pos);
         if (err != SL_OK) {
             return err;
         }
@@ -243,9 +244,8 @@ sl_admin_describe_topic(sl_admin *a, const char *topic, int64_t deadline_ns, sl_
     size_t len = 0;
     sl_frame f;
     size_t pos = 0;
-    int err = admin_query(
-        a, sl_proto_encode_topic_request(at, room, SL_FRAME_DESCRIBE_TOPIC, &m, &len), len,
-        m.correlation_id, SL_FRAME_TOPIC_INFO, deadline_ns, &f, &pos);
+    int err = sl_proto_encode_topic_request(at, room, SL_FRAME_DESCRIBE_TOPIC, &m, &len);
+    err = admin_query(a, err, len, m.correlation_id, SL_FRAME_TOPIC_INFO, deadline_ns, &f, &pos);
     if (err != SL_OK) {
         return err;
     }
@@ -274,8 +274,8 @@ sl_admin_stats(sl_admin *a, const char *topic, int64_t deadline_ns, sl_stat_cb c
     size_t len = 0;
     sl_frame f;
     size_t pos = 0;
-    int err = admin_query(a, sl_proto_encode_topic_request(at, room, SL_FRAME_STATS, &m, &len),
-                          len, m.correlation_id, SL_FRAME_STATS_RESULT, deadline_ns, &f, &pos);
+    int err = sl_proto_encode_topic_request(at, room, SL_FRAME_STATS, &m, &len);
+    err = admin_query(a, err, len, m.correlation_id, SL_FRAME_STATS_RESULT, deadline_ns, &f, &pos);
     if (err != SL_OK) {
         return err;
     }

@@ -181,28 +181,24 @@ consumer_disconnected(void *h)
 
 // Copies one delivered batch, keeping only the records in [lo, hi). Returns records kept.
 static int
-consumer_keep_batch(sl_consumer *c, const uint8_t *data, const sl_batch_header *h, uint64_t lo,
+consumer_keep_batch(sl_consumer *c, const uint8_t *data, const sl_batch_header *vh, uint64_t lo,
                     uint64_t hi)
 {
-    sl_batch_header vh;
-    if (sl_batch_validate(data, h->length, &vh) != SL_OK) {
-        return SL_ECORRUPT;
-    }
-    uint64_t first = SL_MAX(lo, vh.base_offset);
-    uint64_t last_end = SL_MIN(hi, vh.base_offset + vh.record_count);
+    uint64_t first = SL_MAX(lo, vh->base_offset);
+    uint64_t last_end = SL_MIN(hi, vh->base_offset + vh->record_count);
     if (first >= last_end) {
         return 0; // wholly trimmed
     }
     cbatch *b = sl_calloc(1, sizeof(*b));
-    uint8_t *buf = sl_alloc(h->length);
+    uint8_t *buf = sl_alloc(vh->length);
     if (b == NULL || buf == NULL) {
         sl_free(b, b == NULL ? 0 : sizeof(*b));
-        sl_free(buf, buf == NULL ? 0 : h->length);
+        sl_free(buf, buf == NULL ? 0 : vh->length);
         return SL_ENOMEM;
     }
-    memcpy(buf, data, h->length);
+    memcpy(buf, data, vh->length);
     b->buf = buf;
-    b->len = h->length;
+    b->len = vh->length;
     b->lo = first;
     b->hi = last_end;
     b->left = (uint32_t)(last_end - first);
@@ -223,12 +219,23 @@ consumer_keep_batch(sl_consumer *c, const uint8_t *data, const sl_batch_header *
     return (int)b->left;
 }
 
+// Records of a batch inside the delivered window [first, end): what the broker counts against
+// the demand (records outside it are skipped, not counted).
+static uint64_t
+window_count(const sl_batch_header *h, uint64_t first, uint64_t end)
+{
+    uint64_t lo = SL_MAX(first, h->base_offset);
+    uint64_t hi = SL_MIN(end, h->base_offset + h->record_count);
+    return hi > lo ? hi - lo : 0;
+}
+
 static int
 consumer_deliver(sl_consumer *c, const sl_proto_deliver *d)
 {
     sl_proto_cursor cur;
     sl_proto_batches_init(&cur, &d->batches);
     uint64_t kept = 0;
+    uint64_t counted = 0;
     for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX; i++) {
         const uint8_t *data = NULL;
         sl_batch_header h;
@@ -237,6 +244,10 @@ consumer_deliver(sl_consumer *c, const sl_proto_deliver *d)
             break;
         }
         if (err == SL_OK) {
+            err = sl_batch_validate(data, h.length, &h) == SL_OK ? SL_OK : SL_ECORRUPT;
+        }
+        if (err == SL_OK) {
+            counted += window_count(&h, d->first_offset, d->end_offset);
             // Records before next_fetch arrived already (a redelivery after reconnect).
             err = consumer_keep_batch(c, data, &h, SL_MAX(d->first_offset, c->next_fetch),
                                       d->end_offset);
@@ -250,7 +261,7 @@ consumer_deliver(sl_consumer *c, const sl_proto_deliver *d)
     c->buffered_records += kept;
     c->stats.records_delivered_total += kept;
     c->stats.log_end_offset = d->log_end_offset;
-    c->outstanding_records -= SL_MIN(c->outstanding_records, d->batches.record_count);
+    c->outstanding_records -= SL_MIN(c->outstanding_records, counted);
     c->outstanding_bytes -= SL_MIN(c->outstanding_bytes, d->batches.size_bytes);
     if (was_empty && kept > 0) {
         sl__signal_fd(c->ready_fd);
