@@ -51,7 +51,7 @@ topic_parse(int argc, char **argv, FILE *out, FILE *err, topic_opts *o)
     optind = 0;
     opterr = 0;
     for (int i = 0; i < argc; i++) { // bounded by argc
-        int c = getopt_long(argc, argv, "+b:h", longs, NULL);
+        int c = getopt_long(argc, argv, "b:h", longs, NULL);
         if (c == -1) {
             break;
         }
