@@ -29,13 +29,13 @@ typedef void (*sl_client_wake_cb)(void *user);
 
 // Connection counters of a producer or consumer.
 typedef struct sl_client_stats {
-    uint64_t connects_total;       // successful handshakes (first connect included)
-    uint64_t disconnects_total;    // connections lost or closed by the broker
-    uint64_t pings_sent_total;     // heartbeats sent
-    uint64_t throttles_total;      // THROTTLE frames received, all reasons
+    uint64_t connects_total;         // successful handshakes (first connect included)
+    uint64_t disconnects_total;      // connections lost or closed by the broker
+    uint64_t pings_sent_total;       // heartbeats sent
+    uint64_t throttles_total;        // THROTTLE frames received, all reasons
     uint64_t throttles_by_reason[5]; // indexed by sl_throttle_reason
-    uint64_t throttled_ms_total;   // time spent waiting out retry-after hints
-    uint64_t credit_waits_total;   // times a ready batch waited for broker credit
+    uint64_t throttled_ms_total;     // time spent waiting out retry-after hints
+    uint64_t credit_waits_total;     // times a ready batch waited for broker credit
     bool connected;
 } sl_client_stats;
 
@@ -58,18 +58,18 @@ typedef struct sl_delivery_report {
 typedef void (*sl_delivery_cb)(const sl_delivery_report *report, void *user);
 
 typedef struct sl_producer_config {
-    const char *broker;   // "host:port"; NULL: $SLUICE_BROKER, else 127.0.0.1:7420. Copied.
-    const char *topic;    // required. Copied.
-    uint32_t partition;   // SL_PROTO_PARTITION_ANY lets the broker choose
-    sl_acks acks;         // durability each ack means (default SL_ACKS_LOG)
-    uint64_t buffer_bytes; // bound on records buffered until acked (record cost, see budget.h)
-    uint32_t batch_bytes; // largest batch built; a record larger than this gets its own batch
-    uint32_t linger_ms;   // how long a non-full batch waits for more records
+    const char *broker;         // "host:port"; NULL: $SLUICE_BROKER, else 127.0.0.1:7420. Copied.
+    const char *topic;          // required. Copied.
+    uint32_t partition;         // SL_PROTO_PARTITION_ANY lets the broker choose
+    sl_acks acks;               // durability each ack means (default SL_ACKS_LOG)
+    uint64_t buffer_bytes;      // bound on records buffered until acked (record cost, see budget.h)
+    uint32_t batch_bytes;       // largest batch built; a record larger than this gets its own batch
+    uint32_t linger_ms;         // how long a non-full batch waits for more records
     sl_compression compression; // only SL_COMPRESSION_NONE in this version (else SL_ENOTSUP)
-    const char *client_id; // for broker logs and metrics; NULL: "sluice-producer". Copied.
-    uint32_t heartbeat_ms;  // proposed heartbeat interval
+    const char *client_id;      // for broker logs and metrics; NULL: "sluice-producer". Copied.
+    uint32_t heartbeat_ms;      // proposed heartbeat interval
     uint32_t reconnect_backoff_max_ms; // backoff doubles from 50 ms up to this
-    sl_delivery_cb delivery_cb; // NULL: reports queue for sl_producer_poll_reports
+    sl_delivery_cb delivery_cb;        // NULL: reports queue for sl_producer_poll_reports
     void *delivery_user;
     sl_client_wake_cb room_cb; // optional: buffer room after an SL_EAGAIN
     void *room_user;
@@ -98,9 +98,8 @@ SL_API int sl_producer_room_fd(sl_producer *p);
 // Moves up to cap queued delivery reports into out (only without a delivery_cb), waiting until
 // deadline_ns for the first one. *count_out gets the number moved. Returns SL_OK (count may be 0
 // when the deadline passed). A report's records stay charged to the buffer until it is polled.
-SL_API SL_MUST_USE int sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out,
-                                                size_t cap, int64_t deadline_ns,
-                                                size_t *count_out);
+SL_API SL_MUST_USE int sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap,
+                                                int64_t deadline_ns, size_t *count_out);
 
 // Sends every buffered record now (ignoring linger) and waits until all are reported or
 // deadline_ns passes: SL_OK or SL_ETIMEDOUT. Reports still need polling (without a callback).
@@ -108,14 +107,14 @@ SL_API SL_MUST_USE int sl_producer_flush(sl_producer *p, int64_t deadline_ns);
 
 typedef struct sl_producer_stats {
     sl_client_stats client;
-    uint64_t records_sent_total;  // accepted by sl_producer_send
-    uint64_t records_acked_total; // reported with SL_OK
+    uint64_t records_sent_total;   // accepted by sl_producer_send
+    uint64_t records_acked_total;  // reported with SL_OK
     uint64_t records_failed_total; // reported with an error
     uint64_t batches_resent_total; // batches sent again after a reconnect or throttle
     uint64_t buffer_used_bytes;
-    uint64_t buffer_full_total;   // sends refused or delayed by a full buffer
-    int64_t blocked_ns_total;     // time sl_producer_send spent waiting for room
-    uint64_t producer_id;         // assigned by the broker (0 before the first connect)
+    uint64_t buffer_full_total; // sends refused or delayed by a full buffer
+    int64_t blocked_ns_total;   // time sl_producer_send spent waiting for room
+    uint64_t producer_id;       // assigned by the broker (0 before the first connect)
 } sl_producer_stats;
 
 SL_API void sl_producer_stats_get(sl_producer *p, sl_producer_stats *out);
@@ -127,15 +126,15 @@ SL_API void sl_producer_free(sl_producer *p);
 // ---- consumer ------------------------------------------------------------------------------
 
 typedef struct sl_consumer_config {
-    const char *broker;    // as for the producer
-    const char *topic;     // required
+    const char *broker; // as for the producer
+    const char *topic;  // required
     uint32_t partition;
-    sl_start_mode start;   // SL_START_EARLIEST (default), LATEST, OFFSET or GROUP
-    uint64_t start_offset; // with SL_START_OFFSET
-    const char *group;     // optional: commits go to this group (required with SL_START_GROUP)
+    sl_start_mode start;       // SL_START_EARLIEST (default), LATEST, OFFSET or GROUP
+    uint64_t start_offset;     // with SL_START_OFFSET
+    const char *group;         // optional: commits go to this group (required with SL_START_GROUP)
     uint32_t prefetch_records; // demand kept outstanding plus buffered, in records
     uint64_t prefetch_bytes;   // and in bytes
-    bool auto_ack;         // each poll acks what the previous poll returned
+    bool auto_ack;             // each poll acks what the previous poll returned
     const char *client_id;
     uint32_t heartbeat_ms;
     uint32_t reconnect_backoff_max_ms;
@@ -185,9 +184,9 @@ typedef struct sl_consumer_stats {
     uint64_t requested_records_total; // REQUEST increments sent
     uint64_t buffered_records;
     uint64_t buffered_bytes;
-    uint64_t committed_offset;        // last COMMIT sent (exclusive offset)
-    uint64_t log_end_offset;          // from the last DELIVER (lag = this - next offset)
-    uint64_t next_offset;             // next offset the application will see
+    uint64_t committed_offset; // last COMMIT sent (exclusive offset)
+    uint64_t log_end_offset;   // from the last DELIVER (lag = this - next offset)
+    uint64_t next_offset;      // next offset the application will see
 } sl_consumer_stats;
 
 SL_API void sl_consumer_stats_get(sl_consumer *c, sl_consumer_stats *out);
@@ -220,9 +219,8 @@ SL_API SL_MUST_USE int sl_admin_list_topics(sl_admin *a, int64_t deadline_ns, sl
 // partition.
 typedef void (*sl_partition_cb)(const sl_proto_topic_config *config, uint32_t partition,
                                 const sl_proto_partition_info *info, void *user);
-SL_API SL_MUST_USE int sl_admin_describe_topic(sl_admin *a, const char *topic,
-                                               int64_t deadline_ns, sl_partition_cb cb,
-                                               void *user);
+SL_API SL_MUST_USE int sl_admin_describe_topic(sl_admin *a, const char *topic, int64_t deadline_ns,
+                                               sl_partition_cb cb, void *user);
 
 // Statistics of one topic, or broker-wide for topic NULL: cb per (name, value).
 typedef void (*sl_stat_cb)(const char *name, uint64_t value, void *user);

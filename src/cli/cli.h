@@ -43,10 +43,8 @@ int sl_cli_fail(FILE *err, const char *cmd, int code, const char *fmt, ...)
 
 // Option values shared by commands; each returns SL_OK or prints the error and returns
 // SL_EINVAL.
-int sl_cli_parse_u64(FILE *err, const char *cmd, const char *opt, const char *text,
-                     uint64_t *out);
-int sl_cli_parse_size(FILE *err, const char *cmd, const char *opt, const char *text,
-                      uint64_t *out);
+int sl_cli_parse_u64(FILE *err, const char *cmd, const char *opt, const char *text, uint64_t *out);
+int sl_cli_parse_size(FILE *err, const char *cmd, const char *opt, const char *text, uint64_t *out);
 int sl_cli_parse_ms(FILE *err, const char *cmd, const char *opt, const char *text, int64_t *out);
 int sl_cli_parse_acks(FILE *err, const char *cmd, const char *text, sl_acks *out);
 

@@ -64,14 +64,30 @@ consume_opt(consume_opts *o, int c, FILE *err)
     uint64_t v = 0;
     int r = SL_OK;
     switch (c) {
-    case 'b': o->cfg.broker = optarg; break;
-    case 't': o->cfg.topic = optarg; break;
-    case 'g': o->cfg.group = optarg; break;
-    case 'F': o->format = optarg; break;
-    case 'f': r = parse_from(err, optarg, o); break;
-    case 'n': r = sl_cli_parse_u64(err, "consume", "--count", optarg, &o->count); break;
-    case 'r': r = sl_cli_parse_u64(err, "consume", "--rate", optarg, &o->rate); break;
-    case 'i': r = sl_cli_parse_ms(err, "consume", "--idle", optarg, &o->idle_ms); break;
+    case 'b':
+        o->cfg.broker = optarg;
+        break;
+    case 't':
+        o->cfg.topic = optarg;
+        break;
+    case 'g':
+        o->cfg.group = optarg;
+        break;
+    case 'F':
+        o->format = optarg;
+        break;
+    case 'f':
+        r = parse_from(err, optarg, o);
+        break;
+    case 'n':
+        r = sl_cli_parse_u64(err, "consume", "--count", optarg, &o->count);
+        break;
+    case 'r':
+        r = sl_cli_parse_u64(err, "consume", "--rate", optarg, &o->rate);
+        break;
+    case 'i':
+        r = sl_cli_parse_ms(err, "consume", "--idle", optarg, &o->idle_ms);
+        break;
     case 'p':
         r = sl_cli_parse_u64(err, "consume", "--partition", optarg, &v);
         o->cfg.partition = (uint32_t)v;
@@ -96,14 +112,18 @@ consume_opt(consume_opts *o, int c, FILE *err)
 static int
 consume_parse(int argc, char **argv, FILE *out, FILE *err, consume_opts *o)
 {
-    static const struct option longs[] = {
-        {"broker", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 't'},
-        {"group", required_argument, NULL, 'g'},  {"format", required_argument, NULL, 'F'},
-        {"from", required_argument, NULL, 'f'},   {"count", required_argument, NULL, 'n'},
-        {"rate", required_argument, NULL, 'r'},   {"idle", required_argument, NULL, 'i'},
-        {"partition", required_argument, NULL, 'p'},
-        {"prefetch", required_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {{"broker", required_argument, NULL, 'b'},
+                                          {"topic", required_argument, NULL, 't'},
+                                          {"group", required_argument, NULL, 'g'},
+                                          {"format", required_argument, NULL, 'F'},
+                                          {"from", required_argument, NULL, 'f'},
+                                          {"count", required_argument, NULL, 'n'},
+                                          {"rate", required_argument, NULL, 'r'},
+                                          {"idle", required_argument, NULL, 'i'},
+                                          {"partition", required_argument, NULL, 'p'},
+                                          {"prefetch", required_argument, NULL, 'P'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
     sl_consumer_config_init(&o->cfg);
     o->cfg.client_id = "sluice-consume";
     o->format = "%s\\n";
@@ -165,8 +185,7 @@ consume_loop(sl_consumer *c, const consume_opts *o, FILE *out, uint64_t *seen)
             want = SL_MIN(want, o->count - *seen);
         }
         size_t n = 0;
-        int err = sl_consumer_poll(c, recs, want, sl_deadline_after_ms(CONSUME_POLL_SLICE_MS),
-                                   &n);
+        int err = sl_consumer_poll(c, recs, want, sl_deadline_after_ms(CONSUME_POLL_SLICE_MS), &n);
         if (err == SL_ETIMEDOUT) {
             if (o->idle_ms > 0 && sl_now_ns() - last_rx >= o->idle_ms * 1000000) {
                 return SL_ETIMEDOUT;

@@ -63,20 +63,40 @@ produce_opt(produce_opts *o, int c, FILE *err)
     int64_t ms = 0;
     int r = SL_OK;
     switch (c) {
-    case 'b': o->cfg.broker = optarg; break;
-    case 't': o->cfg.topic = optarg; break;
-    case 'k': o->key = optarg; break;
-    case 'l': o->ack_log = optarg; break;
-    case 'a': r = sl_cli_parse_acks(err, "produce", optarg, &o->cfg.acks); break;
+    case 'b':
+        o->cfg.broker = optarg;
+        break;
+    case 't':
+        o->cfg.topic = optarg;
+        break;
+    case 'k':
+        o->key = optarg;
+        break;
+    case 'l':
+        o->ack_log = optarg;
+        break;
+    case 'a':
+        r = sl_cli_parse_acks(err, "produce", optarg, &o->cfg.acks);
+        break;
     case 'p':
         r = sl_cli_parse_u64(err, "produce", "--partition", optarg, &v);
         o->cfg.partition = (uint32_t)v;
         break;
-    case 'n': r = sl_cli_parse_u64(err, "produce", "--count", optarg, &o->count); break;
-    case 'r': r = sl_cli_parse_u64(err, "produce", "--rate", optarg, &o->rate); break;
-    case 'B': r = sl_cli_parse_u64(err, "produce", "--burst", optarg, &o->burst); break;
-    case 's': r = sl_cli_parse_size(err, "produce", "--size", optarg, &o->size); break;
-    case 'f': r = sl_cli_parse_size(err, "produce", "--buffer", optarg, &o->cfg.buffer_bytes); break;
+    case 'n':
+        r = sl_cli_parse_u64(err, "produce", "--count", optarg, &o->count);
+        break;
+    case 'r':
+        r = sl_cli_parse_u64(err, "produce", "--rate", optarg, &o->rate);
+        break;
+    case 'B':
+        r = sl_cli_parse_u64(err, "produce", "--burst", optarg, &o->burst);
+        break;
+    case 's':
+        r = sl_cli_parse_size(err, "produce", "--size", optarg, &o->size);
+        break;
+    case 'f':
+        r = sl_cli_parse_size(err, "produce", "--buffer", optarg, &o->cfg.buffer_bytes);
+        break;
     case 'S':
         r = sl_cli_parse_size(err, "produce", "--batch", optarg, &v);
         o->cfg.batch_bytes = (uint32_t)SL_MIN(v, SL_BATCH_SIZE_MAX);
@@ -85,7 +105,9 @@ produce_opt(produce_opts *o, int c, FILE *err)
         r = sl_cli_parse_ms(err, "produce", "--linger", optarg, &ms);
         o->cfg.linger_ms = (uint32_t)SL_MIN(ms, 60000);
         break;
-    case 'w': r = sl_cli_parse_ms(err, "produce", "--timeout", optarg, &o->timeout_ms); break;
+    case 'w':
+        r = sl_cli_parse_ms(err, "produce", "--timeout", optarg, &o->timeout_ms);
+        break;
     default:
         sl_cli_fail(err, "produce", 0, "unknown or incomplete option (see --help)");
         r = SL_EINVAL;
@@ -193,8 +215,10 @@ pace(const produce_opts *o, double *tokens, int64_t *last_ns)
 static int
 produce_one(sl_producer *p, const produce_opts *o, const char *value, size_t len)
 {
-    sl_record r = {.key = o->key, .key_size = o->key ? (uint32_t)strlen(o->key) : 0,
-                   .value = value, .value_size = (uint32_t)len,
+    sl_record r = {.key = o->key,
+                   .key_size = o->key ? (uint32_t)strlen(o->key) : 0,
+                   .value = value,
+                   .value_size = (uint32_t)len,
                    .timestamp_us = (int64_t)time(NULL) * 1000000};
     for (;;) { // bounded by Ctrl-C or success
         int err = sl_producer_send(p, &r, sl_deadline_after_ms(PRODUCE_SEND_SLICE_MS), NULL);
@@ -241,8 +265,7 @@ produce_loop(sl_producer *p, const produce_opts *o, FILE *in, uint64_t *sent)
 }
 
 static void
-summary(FILE *err, const sl_producer_stats *s, uint64_t sent, const produce_state *st,
-        double secs)
+summary(FILE *err, const sl_producer_stats *s, uint64_t sent, const produce_state *st, double secs)
 {
     uint64_t acked = atomic_load(&st->acked);
     fprintf(err,

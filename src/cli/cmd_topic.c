@@ -39,13 +39,16 @@ parse_policy(FILE *err, const char *text, uint8_t *out)
 static int
 topic_parse(int argc, char **argv, FILE *out, FILE *err, topic_opts *o)
 {
-    static const struct option longs[] = {
-        {"broker", required_argument, NULL, 'b'},     {"timeout", required_argument, NULL, 'w'},
-        {"partitions", required_argument, NULL, 'p'}, {"max-backlog", required_argument, NULL, 'B'},
-        {"max-lag", required_argument, NULL, 'L'},    {"full-policy", required_argument, NULL, 'P'},
-        {"retention-bytes", required_argument, NULL, 'R'},
-        {"retention", required_argument, NULL, 'r'},  {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {{"broker", required_argument, NULL, 'b'},
+                                          {"timeout", required_argument, NULL, 'w'},
+                                          {"partitions", required_argument, NULL, 'p'},
+                                          {"max-backlog", required_argument, NULL, 'B'},
+                                          {"max-lag", required_argument, NULL, 'L'},
+                                          {"full-policy", required_argument, NULL, 'P'},
+                                          {"retention-bytes", required_argument, NULL, 'R'},
+                                          {"retention", required_argument, NULL, 'r'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
     o->timeout_ms = SL_CLI_TIMEOUT_MS_DEFAULT;
     o->config.partition_count = 1;
     optind = 0;

@@ -32,9 +32,10 @@ usage(FILE *f)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
     }
-    fprintf(f, "\nEvery command takes --broker HOST:PORT (default: $%s, else 127.0.0.1:%u)\n"
-               "and --help. Exit codes: 0 ok, 1 refused by the broker, 2 usage, 3 broker not\n"
-               "reached or deadline passed, 4 messages not acknowledged (docs/cli.md).\n",
+    fprintf(f,
+            "\nEvery command takes --broker HOST:PORT (default: $%s, else 127.0.0.1:%u)\n"
+            "and --help. Exit codes: 0 ok, 1 refused by the broker, 2 usage, 3 broker not\n"
+            "reached or deadline passed, 4 messages not acknowledged (docs/cli.md).\n",
             SL_CLIENT_BROKER_ENV, SL_CLIENT_PORT_DEFAULT);
 }
 

@@ -101,9 +101,8 @@ admin_roundtrip(sl_admin *a, uint32_t correlation, int64_t deadline_ns, sl_frame
         if (f->header.type == SL_FRAME_ERROR || f->header.type == SL_FRAME_GOAWAY) {
             admin_note(a, f->header.type == SL_FRAME_ERROR ? &f->u.error.message
                                                            : &f->u.goaway.message);
-            err = sl_proto_status_from_code(f->header.type == SL_FRAME_ERROR
-                                                ? f->u.error.code
-                                                : f->u.goaway.code);
+            err = sl_proto_status_from_code(f->header.type == SL_FRAME_ERROR ? f->u.error.code
+                                                                             : f->u.goaway.code);
             sl__conn_consume(&a->conn, *pos);
             return err == SL_OK ? SL_ECONNRESET : err;
         }
@@ -150,7 +149,8 @@ sl_admin_create_topic(sl_admin *a, const char *topic, const sl_proto_topic_confi
     }
     uint8_t *at = NULL;
     size_t room = sl__conn_room(&a->conn, &at);
-    sl_proto_create_topic m = {.correlation_id = a->next_correlation++, .config = *config,
+    sl_proto_create_topic m = {.correlation_id = a->next_correlation++,
+                               .config = *config,
                                .topic = {topic, (uint16_t)strlen(topic)}};
     size_t len = 0;
     int err = sl_proto_encode_create_topic(at, room, &m, &len);
@@ -203,8 +203,8 @@ sl_admin_list_topics(sl_admin *a, int64_t deadline_ns, sl_topic_cb cb, void *use
         sl_frame f;
         size_t pos = 0;
         int err = sl_proto_encode_list_topics(at, room, &m, &len);
-        err = admin_query(a, err, len, m.correlation_id, SL_FRAME_TOPIC_LIST, deadline_ns, &f,
-                          &pos);
+        err =
+            admin_query(a, err, len, m.correlation_id, SL_FRAME_TOPIC_LIST, deadline_ns, &f, &pos);
         if (err != SL_OK) {
             return err;
         }
@@ -212,9 +212,8 @@ sl_admin_list_topics(sl_admin *a, int64_t deadline_ns, sl_topic_cb cb, void *use
         sl_proto_topic_list_init(&cur, &f.u.topic_list);
         sl_proto_topic_entry e;
         char name[SL_PROTO_TOPIC_NAME_MAX + 1];
-        for (uint32_t i = 0; i < f.u.topic_list.entry_count &&
-                             sl_proto_topic_list_next(&cur, &e) == SL_OK;
-             i++) {
+        for (uint32_t i = 0;
+             i < f.u.topic_list.entry_count && sl_proto_topic_list_next(&cur, &e) == SL_OK; i++) {
             size_t n = SL_MIN((size_t)e.name.size, sizeof(name) - 1);
             memcpy(name, e.name.data, n);
             name[n] = '\0';
@@ -283,8 +282,8 @@ sl_admin_stats(sl_admin *a, const char *topic, int64_t deadline_ns, sl_stat_cb c
     sl_proto_stats_init(&cur, &f.u.stats_result);
     sl_proto_stat s;
     char name[SL_PROTO_STAT_NAME_MAX + 1];
-    for (uint32_t i = 0;
-         i < f.u.stats_result.entry_count && sl_proto_stats_next(&cur, &s) == SL_OK; i++) {
+    for (uint32_t i = 0; i < f.u.stats_result.entry_count && sl_proto_stats_next(&cur, &s) == SL_OK;
+         i++) {
         size_t n = SL_MIN((size_t)s.name.size, sizeof(name) - 1);
         memcpy(name, s.name.data, n);
         name[n] = '\0';

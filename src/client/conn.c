@@ -102,8 +102,7 @@ wait_fd(int fd, short events, int64_t deadline_ns, _Atomic bool *stop)
 }
 
 static int
-conn_connect(sl__conn *c, const char *host, uint16_t port, int64_t deadline_ns,
-             _Atomic bool *stop)
+conn_connect(sl__conn *c, const char *host, uint16_t port, int64_t deadline_ns, _Atomic bool *stop)
 {
     char port_text[8];
     snprintf(port_text, sizeof(port_text), "%u", port);
@@ -174,8 +173,8 @@ sl__conn_open(sl__conn *c, const char *host, uint16_t port, const char *client_i
         err = sl__conn_wait_frame(c, deadline_ns, &f, &pos);
     }
     if (err == SL_OK && f.header.type != SL_FRAME_HELLO_OK) {
-        err = f.header.type == SL_FRAME_ERROR ? sl_proto_status_from_code(f.u.error.code)
-                                              : SL_EPROTO;
+        err =
+            f.header.type == SL_FRAME_ERROR ? sl_proto_status_from_code(f.u.error.code) : SL_EPROTO;
         err = err == SL_OK ? SL_EPROTO : err;
     }
     if (err == SL_OK) {
@@ -395,14 +394,13 @@ sl__io_init(sl__io *io, const char *broker, const char *client_id, uint32_t hear
     memset(io, 0, sizeof(*io));
     sl__conn_init(&io->conn);
     io->wake_fd = -1;
-    int r = sl_client_resolve_broker(broker, io->host, sizeof(io->host), &io->port, err,
-                                     err_size);
+    int r = sl_client_resolve_broker(broker, io->host, sizeof(io->host), &io->port, err, err_size);
     if (r != SL_OK) {
         return r;
     }
     sl__strlcpy(io->client_id, client_id, sizeof(io->client_id));
-    io->heartbeat_ms = SL_MIN(SL_MAX(heartbeat_ms, SL_PROTO_HEARTBEAT_MS_MIN),
-                              SL_PROTO_HEARTBEAT_MS_MAX);
+    io->heartbeat_ms =
+        SL_MIN(SL_MAX(heartbeat_ms, SL_PROTO_HEARTBEAT_MS_MIN), SL_PROTO_HEARTBEAT_MS_MAX);
     io->backoff_max_ms = backoff_max_ms == 0 ? SL__RECONNECT_BACKOFF_MAX_MS : backoff_max_ms;
     io->max_frame = max_frame;
     io->ops = ops;
@@ -500,9 +498,9 @@ io_connect(sl__io *io)
 {
     sl_proto_hello_ok ok;
     sl__conn conn;
-    int err = sl__conn_open(&conn, io->host, io->port, io->client_id, io->max_frame,
-                            io->heartbeat_ms, sl_deadline_after_ms(SL__CONNECT_TIMEOUT_MS),
-                            &io->stop, &ok);
+    int err =
+        sl__conn_open(&conn, io->host, io->port, io->client_id, io->max_frame, io->heartbeat_ms,
+                      sl_deadline_after_ms(SL__CONNECT_TIMEOUT_MS), &io->stop, &ok);
     if (err != SL_OK) {
         return err;
     }
@@ -581,7 +579,8 @@ io_pump(sl__io *io, bool *dead)
     io->ops->pump(io->handle, now, &wake_at);
     // Liveness is independent of demand: a PING goes out whenever the link was quiet for an
     // interval, even when the stream has no credit or requested nothing.
-    if (now - io->conn.last_tx_ns >= hb_ns && sl__conn_ping(&io->conn, false, ++io->conn.ping_nonce) == SL_OK) {
+    if (now - io->conn.last_tx_ns >= hb_ns &&
+        sl__conn_ping(&io->conn, false, ++io->conn.ping_nonce) == SL_OK) {
         io->stats.pings_sent_total++;
         io->conn.last_tx_ns = now;
     }

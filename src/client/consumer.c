@@ -48,9 +48,9 @@ struct sl_consumer {
     uint32_t stream_id;
     bool stream_open;
     bool stream_ready;
-    bool have_position;  // next_fetch is known (a reconnect resumes there)
-    uint64_t next_fetch; // next offset wanted from the broker
-    uint64_t next_offset; // next offset the application will see
+    bool have_position;    // next_fetch is known (a reconnect resumes there)
+    uint64_t next_fetch;   // next offset wanted from the broker
+    uint64_t next_offset;  // next offset the application will see
     uint64_t returned_end; // one past the last offset handed out
     uint64_t commit_target;
     uint64_t commit_sent;
@@ -87,8 +87,8 @@ enc_open(sl_consumer *c, uint8_t *at, size_t room, size_t *len)
 {
     sl_proto_open_consume m = {.partition = c->cfg.partition,
                                .start_mode = (uint8_t)c->cfg.start,
-                               .start_offset = c->cfg.start == SL_START_OFFSET ? c->cfg.start_offset
-                                                                                : 0,
+                               .start_offset =
+                                   c->cfg.start == SL_START_OFFSET ? c->cfg.start_offset : 0,
                                .topic = {c->topic, (uint16_t)strlen(c->topic)},
                                .group = {c->group, (uint16_t)strlen(c->group)}};
     if (c->have_position) {
@@ -115,8 +115,8 @@ static int
 enc_request(sl_consumer *c, uint8_t *at, size_t room, size_t *len)
 {
     sl_proto_request m = {
-        .records = window_left(c->cfg.prefetch_records, c->buffered_records,
-                               c->outstanding_records),
+        .records =
+            window_left(c->cfg.prefetch_records, c->buffered_records, c->outstanding_records),
         .bytes = window_left(c->cfg.prefetch_bytes, c->buffered_bytes, c->outstanding_bytes)};
     return sl_proto_encode_request(at, room, c->stream_id, &m, len);
 }
@@ -126,8 +126,8 @@ enc_request(sl_consumer *c, uint8_t *at, size_t room, size_t *len)
 static void
 consumer_demand(sl_consumer *c)
 {
-    uint64_t recs = window_left(c->cfg.prefetch_records, c->buffered_records,
-                                c->outstanding_records);
+    uint64_t recs =
+        window_left(c->cfg.prefetch_records, c->buffered_records, c->outstanding_records);
     uint64_t bytes = window_left(c->cfg.prefetch_bytes, c->buffered_bytes, c->outstanding_bytes);
     bool worth = recs * 2 >= c->cfg.prefetch_records || c->outstanding_records == 0;
     if (recs == 0 || bytes == 0 || !worth || !consumer_encode(c, enc_request)) {

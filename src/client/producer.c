@@ -47,24 +47,24 @@ struct sl_producer {
     int64_t open_since_ns; // when open got its first record
     pbatch *head;          // sealed, oldest first: [head, unsent) sent and unacked
     pbatch *tail;
-    pbatch *unsent;        // first batch not yet sent on the current stream
-    pbatch *done_head;     // reported or ready to report, oldest first
+    pbatch *unsent;    // first batch not yet sent on the current stream
+    pbatch *done_head; // reported or ready to report, oldest first
     pbatch *done_tail;
-    uint64_t next_seq;     // local sequence of the next record
-    uint64_t pid;          // broker-assigned producer id; 0 before the first STREAM_OK
-    uint32_t wire_base;    // wire sequence = (uint32_t)(local sequence + wire_base)
+    uint64_t next_seq;  // local sequence of the next record
+    uint64_t pid;       // broker-assigned producer id; 0 before the first STREAM_OK
+    uint32_t wire_base; // wire sequence = (uint32_t)(local sequence + wire_base)
     uint32_t stream_id;
-    bool stream_open;      // OPEN_PRODUCE sent
-    bool stream_ready;     // STREAM_OK received
-    uint32_t partition;    // resolved by STREAM_OK
+    bool stream_open;       // OPEN_PRODUCE sent
+    bool stream_ready;      // STREAM_OK received
+    uint32_t partition;     // resolved by STREAM_OK
     uint64_t granted_bytes; // cumulative credit of the current stream
     uint64_t sent_bytes;    // cumulative PRODUCE bytes of the current stream
     bool credit_waiting;
     int64_t paused_until_ns; // THROTTLE or reopen delay
     bool flush;
     bool closing;
-    int fatal;             // non-retriable stream error: sends fail with it
-    bool want_room;        // a send got SL_EAGAIN since the last room callback
+    int fatal;      // non-retriable stream error: sends fail with it
+    bool want_room; // a send got SL_EAGAIN since the last room callback
     sl_producer_stats stats;
 };
 
@@ -320,7 +320,8 @@ static void
 producer_stream_ok(sl_producer *p, const sl_proto_stream_ok *ok)
 {
     p->partition = ok->partition;
-    uint64_t front = p->head != NULL ? p->head->seq : (p->open != NULL ? p->open->seq : p->next_seq);
+    uint64_t front =
+        p->head != NULL ? p->head->seq : (p->open != NULL ? p->open->seq : p->next_seq);
     if (p->pid != 0 && ok->producer_id == p->pid) {
         producer_ack_through(p, ok->next_seq);
     } else {
@@ -338,9 +339,8 @@ static void
 producer_ack(sl_producer *p, const sl_proto_ack *ack)
 {
     uint64_t next_offset = ack->base_offset;
-    for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX && p->head != NULL &&
-                         p->head != p->unsent;
-         i++) {
+    for (uint32_t i = 0;
+         i < SL_PROTO_BATCHES_PER_FRAME_MAX && p->head != NULL && p->head != p->unsent; i++) {
         pbatch *b = p->head;
         int32_t covered = (int32_t)(ack->seq_end - wire_seq(p, b->seq));
         if (covered <= (int32_t)b->acked_count) {
@@ -454,8 +454,11 @@ producer_unlocked(void *h)
         if (b == NULL) {
             return;
         }
-        sl_delivery_report r = {.seq = b->seq, .record_count = b->record_count,
-                                .partition = p->partition, .offset = b->offset, .err = b->err};
+        sl_delivery_report r = {.seq = b->seq,
+                                .record_count = b->record_count,
+                                .partition = p->partition,
+                                .offset = b->offset,
+                                .err = b->err};
         p->cfg.delivery_cb(&r, p->cfg.delivery_user);
         sl_budget_release(p->buffer, b->charge_bytes, b->record_count);
         batch_free(b);
@@ -517,8 +520,8 @@ sl_producer_new(const sl_producer_config *cfg, sl_producer **out)
     p->cfg = *cfg;
     p->stream_id = 1u - 2u; // the first open uses id 1
     err = sl__copy_name(p->topic, cfg->topic, false);
-    uint32_t max_frame = SL_MAX(SL__CLIENT_MAX_FRAME_BYTES,
-                                cfg->batch_bytes + SL_PROTO_FRAME_SIZE_MIN);
+    uint32_t max_frame =
+        SL_MAX(SL__CLIENT_MAX_FRAME_BYTES, cfg->batch_bytes + SL_PROTO_FRAME_SIZE_MIN);
     if (err == SL_OK) {
         err = sl__io_init(&p->io, cfg->broker, cfg->client_id ? cfg->client_id : "sluice-producer",
                           cfg->heartbeat_ms, cfg->reconnect_backoff_max_ms, max_frame,
@@ -623,8 +626,8 @@ sl_producer_room_fd(sl_producer *p)
 }
 
 int
-sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap,
-                         int64_t deadline_ns, size_t *count_out)
+sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap, int64_t deadline_ns,
+                         size_t *count_out)
 {
     *count_out = 0;
     if (p->cfg.delivery_cb != NULL) {
@@ -639,8 +642,10 @@ sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap,
     for (; n < cap && p->done_head != NULL; n++) {
         pbatch *b = p->done_head;
         p->done_head = b->next;
-        out[n] = (sl_delivery_report){.seq = b->seq, .record_count = b->record_count,
-                                      .partition = p->partition, .offset = b->offset,
+        out[n] = (sl_delivery_report){.seq = b->seq,
+                                      .record_count = b->record_count,
+                                      .partition = p->partition,
+                                      .offset = b->offset,
                                       .err = b->err};
         *link = b;
         link = &b->next;
@@ -713,8 +718,10 @@ producer_fail_all(sl_producer *p)
         pbatch *b = p->done_head;
         p->done_head = b->next;
         if (p->cfg.delivery_cb != NULL) {
-            sl_delivery_report r = {.seq = b->seq, .record_count = b->record_count,
-                                    .partition = p->partition, .offset = b->offset,
+            sl_delivery_report r = {.seq = b->seq,
+                                    .record_count = b->record_count,
+                                    .partition = p->partition,
+                                    .offset = b->offset,
                                     .err = b->err};
             p->cfg.delivery_cb(&r, p->cfg.delivery_user);
         }

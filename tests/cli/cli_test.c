@@ -98,14 +98,15 @@ fake_deliver(fake *f, fconn *c)
         uint64_t n = SL_MIN(SL_MIN(c->demand, f->count - c->cursor), 100);
         for (uint64_t i = 0; i < n; i++) {
             uint64_t o = c->cursor + i;
-            sl_record r = {.value = f->value[o], .value_size = f->value_size[o],
-                           .timestamp_us = 5000};
+            sl_record r = {
+                .value = f->value[o], .value_size = f->value_size[o], .timestamp_us = 5000};
             assert_int_equal(sl_batch_builder_add(&b, &r), SL_OK);
         }
         size_t blen = 0;
         assert_int_equal(sl_batch_builder_finish(&b, &blen), SL_OK);
         sl_batch_set_base_offset(c->batch, c->cursor);
-        sl_proto_deliver d = {.first_offset = c->cursor, .end_offset = c->cursor + n,
+        sl_proto_deliver d = {.first_offset = c->cursor,
+                              .end_offset = c->cursor + n,
                               .log_end_offset = f->count,
                               .batches = {.data = c->batch, .size_bytes = blen, .batch_count = 1}};
         size_t len = 0;
@@ -127,8 +128,10 @@ fake_produce(fake *f, fconn *c, const sl_frame *fr)
     uint32_t added = 0;
     fake_append(f, &fr->u.produce, &first, &added);
     size_t len = 0;
-    sl_proto_ack a = {.seq_end = f->expected_seq, .acks = fr->u.produce.acks,
-                      .base_offset = first, .last_offset = first + added - 1};
+    sl_proto_ack a = {.seq_end = f->expected_seq,
+                      .acks = fr->u.produce.acks,
+                      .base_offset = first,
+                      .last_offset = first + added - 1};
     if (added > 0) {
         assert_int_equal(sl_proto_encode_ack(c->out, sizeof(c->out), c->stream, &a, &len), SL_OK);
         return fsend(c, len);
@@ -144,8 +147,8 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr)
     int err = SL_OK;
     switch (fr->header.type) {
     case SL_FRAME_HELLO: {
-        sl_proto_hello_ok ok = {.version = 1, .max_frame_bytes = FAKE_FRAME,
-                                .heartbeat_ms = 5000, .max_streams = 4};
+        sl_proto_hello_ok ok = {
+            .version = 1, .max_frame_bytes = FAKE_FRAME, .heartbeat_ms = 5000, .max_streams = 4};
         err = sl_proto_encode_hello_ok(c->out, cap, &ok, &len);
         break;
     }
@@ -156,8 +159,10 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr)
     }
     case SL_FRAME_OPEN_PRODUCE: {
         c->stream = fr->header.stream_id;
-        sl_proto_stream_ok ok = {.kind = SL_STREAM_PRODUCE, .producer_id = 7,
-                                 .next_seq = f->expected_seq, .max_batch_bytes = FAKE_FRAME / 2};
+        sl_proto_stream_ok ok = {.kind = SL_STREAM_PRODUCE,
+                                 .producer_id = 7,
+                                 .next_seq = f->expected_seq,
+                                 .max_batch_bytes = FAKE_FRAME / 2};
         assert_int_equal(sl_proto_encode_stream_ok(c->out, cap, c->stream, &ok, &len), SL_OK);
         if (fsend(c, len) != 0) {
             return -1;
@@ -170,10 +175,10 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr)
         return fake_produce(f, c, fr);
     case SL_FRAME_OPEN_CONSUME: {
         c->stream = fr->header.stream_id;
-        c->cursor = fr->u.open_consume.start_mode == SL_START_OFFSET
-                        ? fr->u.open_consume.start_offset
-                        : 0;
-        sl_proto_stream_ok ok = {.kind = SL_STREAM_CONSUME, .start_offset = c->cursor,
+        c->cursor =
+            fr->u.open_consume.start_mode == SL_START_OFFSET ? fr->u.open_consume.start_offset : 0;
+        sl_proto_stream_ok ok = {.kind = SL_STREAM_CONSUME,
+                                 .start_offset = c->cursor,
                                  .max_batch_bytes = FAKE_FRAME / 2};
         err = sl_proto_encode_stream_ok(c->out, cap, c->stream, &ok, &len);
         break;
@@ -192,8 +197,8 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr)
     case SL_FRAME_STATS: {
         sl_proto_stat s[1] = {{{"records_total", 13}, 0}};
         s[0].value = f->count;
-        sl_proto_stats_result r = {.correlation_id = fr->u.topic_request.correlation_id,
-                                   .entry_count = 1, .entries = s};
+        sl_proto_stats_result r = {
+            .correlation_id = fr->u.topic_request.correlation_id, .entry_count = 1, .entries = s};
         err = sl_proto_encode_stats_result(c->out, cap, &r, &len);
         break;
     }
@@ -344,8 +349,8 @@ test_cli_help_and_usage_errors(void **state)
     assert_int_equal(run_quiet(4, bad_name), SL_CLI_EXIT_USAGE);
     const char *group_from[] = {"sluice", "consume", "--topic", "t", "--from", "group"};
     assert_int_equal(run_quiet(6, group_from), SL_CLI_EXIT_USAGE);
-    const char *unreached[] = {"sluice", "topic", "list", "--broker", "127.0.0.1:1",
-                               "--timeout", "2s"};
+    const char *unreached[] = {"sluice",      "topic",     "list", "--broker",
+                               "127.0.0.1:1", "--timeout", "2s"};
     assert_int_equal(run_quiet(7, unreached), SL_CLI_EXIT_UNREACHED);
 }
 
@@ -353,8 +358,12 @@ static void
 test_cli_format_follows_kcat(void **state)
 {
     (void)state;
-    sl_consumed rec = {.offset = 42, .partition = 3,
-                       .record = {.key = "k1", .key_size = 2, .value = "hello", .value_size = 5,
+    sl_consumed rec = {.offset = 42,
+                       .partition = 3,
+                       .record = {.key = "k1",
+                                  .key_size = 2,
+                                  .value = "hello",
+                                  .value_size = 5,
                                   .timestamp_us = 1700000000123456}};
     char *text = NULL;
     size_t size = 0;
@@ -396,12 +405,12 @@ test_cli_produce_then_consume_audit(void **state)
     char ack_log[300];
     snprintf(ack_log, sizeof(ack_log), "%s/acks", dir);
 
-    const char *create[] = {"sluice", "topic", "create", "audit", "--partitions", "1",
-                            "--broker", broker};
+    const char *create[] = {"sluice",       "topic", "create",   "audit",
+                            "--partitions", "1",     "--broker", broker};
     assert_int_equal(run_quiet(8, create), SL_CLI_EXIT_OK);
-    const char *produce[] = {"sluice", "produce", "--topic", "audit", "--count", "1000",
-                             "--size", "40", "--rate", "20000", "--ack-log", ack_log,
-                             "--broker", broker};
+    const char *produce[] = {"sluice",    "produce", "--topic",  "audit",  "--count",
+                             "1000",      "--size",  "40",       "--rate", "20000",
+                             "--ack-log", ack_log,   "--broker", broker};
     char *o = NULL;
     char *e = NULL;
     assert_int_equal(run(&o, &e, 14, produce), SL_CLI_EXIT_OK);
@@ -428,8 +437,8 @@ test_cli_produce_then_consume_audit(void **state)
     fclose(acks);
     assert_int_equal(lines, 1000);
 
-    const char *consume[] = {"sluice", "consume", "--topic", "audit", "--count", "1000",
-                             "--format", "%o %s\\n", "--broker", broker};
+    const char *consume[] = {"sluice", "consume",  "--topic",  "audit",    "--count",
+                             "1000",   "--format", "%o %s\\n", "--broker", broker};
     assert_int_equal(run(&o, &e, 10, consume), SL_CLI_EXIT_OK);
     char *line = o;
     for (unsigned long long i = 0; i < 1000; i++) {

@@ -20,13 +20,13 @@
 
 #include "core/util.h"
 
-#define FAKE_FRAME       (1024u * 1024u)
-#define FAKE_RBUF        (FAKE_FRAME + 4096u)
-#define FAKE_RECORDS     1000u
-#define FAKE_BATCH_RECS  10u
-#define FAKE_BATCHES     (FAKE_RECORDS / FAKE_BATCH_RECS)
-#define FAKE_CHUNK       7u // records per DELIVER at most: batches arrive in pieces
-#define TEST_WAIT_MS     20000
+#define FAKE_FRAME      (1024u * 1024u)
+#define FAKE_RBUF       (FAKE_FRAME + 4096u)
+#define FAKE_RECORDS    1000u
+#define FAKE_BATCH_RECS 10u
+#define FAKE_BATCHES    (FAKE_RECORDS / FAKE_BATCH_RECS)
+#define FAKE_CHUNK      7u // records per DELIVER at most: batches arrive in pieces
+#define TEST_WAIT_MS    20000
 
 typedef struct fake {
     int lfd;
@@ -38,7 +38,7 @@ typedef struct fake {
     size_t batch_len[FAKE_BATCHES];
     // Scenario.
     uint32_t hb_ms;
-    bool hold; // deliver nothing until cleared
+    bool hold;          // deliver nothing until cleared
     uint64_t cut_after; // cut the link once after delivering this many records (0: never)
     // State under mu.
     uint64_t delivered;
@@ -76,15 +76,17 @@ fake_send(int fd, const uint8_t *buf, size_t len)
 static int
 fake_pump(fake *f, fconn *c)
 {
-    for (int i = 0; i < 10000 && !f->hold && c->stream != 0 && c->demand > 0 &&
-                    c->cursor < FAKE_RECORDS;
+    for (int i = 0;
+         i < 10000 && !f->hold && c->stream != 0 && c->demand > 0 && c->cursor < FAKE_RECORDS;
          i++) {
         uint64_t bi = c->cursor / FAKE_BATCH_RECS;
-        uint64_t end = SL_MIN((bi + 1) * FAKE_BATCH_RECS, c->cursor + SL_MIN(c->demand, FAKE_CHUNK));
-        sl_proto_deliver d = {.first_offset = c->cursor, .end_offset = end,
-                              .log_end_offset = FAKE_RECORDS,
-                              .batches = {.data = f->batch[bi], .size_bytes = f->batch_len[bi],
-                                          .batch_count = 1}};
+        uint64_t end =
+            SL_MIN((bi + 1) * FAKE_BATCH_RECS, c->cursor + SL_MIN(c->demand, FAKE_CHUNK));
+        sl_proto_deliver d = {
+            .first_offset = c->cursor,
+            .end_offset = end,
+            .log_end_offset = FAKE_RECORDS,
+            .batches = {.data = f->batch[bi], .size_bytes = f->batch_len[bi], .batch_count = 1}};
         size_t len = 0;
         assert_int_equal(sl_proto_encode_deliver(c->out, sizeof(c->out), c->stream, &d, &len),
                          SL_OK);
@@ -131,7 +133,8 @@ fake_admin(fake *f, fconn *c, const sl_frame *fr)
             e[i] = (sl_proto_topic_entry){{f->topics[i], (uint16_t)strlen(f->topics[i])}, 3};
         }
         sl_proto_topic_list l = {.correlation_id = fr->u.list_topics.correlation_id,
-                                 .entry_count = (uint16_t)f->topic_count, .entries = e};
+                                 .entry_count = (uint16_t)f->topic_count,
+                                 .entries = e};
         err = sl_proto_encode_topic_list(c->out, sizeof(c->out), &l, &len);
         break;
     }
@@ -139,14 +142,15 @@ fake_admin(fake *f, fconn *c, const sl_frame *fr)
         sl_proto_partition_info p[2] = {{0, 10, 9, 100}, {5, 20, 20, 200}};
         sl_proto_topic_info t = {.correlation_id = fr->u.topic_request.correlation_id,
                                  .config = {.partition_count = 2, .max_backlog_bytes = 1000},
-                                 .topic = fr->u.topic_request.topic, .partitions = p};
+                                 .topic = fr->u.topic_request.topic,
+                                 .partitions = p};
         err = sl_proto_encode_topic_info(c->out, sizeof(c->out), &t, &len);
         break;
     }
     case SL_FRAME_STATS: {
         sl_proto_stat s[2] = {{{"records_in_total", 16}, 42}, {{"connections", 11}, 2}};
-        sl_proto_stats_result r = {.correlation_id = fr->u.topic_request.correlation_id,
-                                   .entry_count = 2, .entries = s};
+        sl_proto_stats_result r = {
+            .correlation_id = fr->u.topic_request.correlation_id, .entry_count = 2, .entries = s};
         err = sl_proto_encode_stats_result(c->out, sizeof(c->out), &r, &len);
         break;
     }
@@ -169,8 +173,10 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr)
     size_t len = 0;
     switch (fr->header.type) {
     case SL_FRAME_HELLO: {
-        sl_proto_hello_ok ok = {.version = 1, .max_frame_bytes = FAKE_FRAME,
-                                .heartbeat_ms = f->hb_ms, .max_streams = 16,
+        sl_proto_hello_ok ok = {.version = 1,
+                                .max_frame_bytes = FAKE_FRAME,
+                                .heartbeat_ms = f->hb_ms,
+                                .max_streams = 16,
                                 .broker_id = {"fake", 4}};
         assert_int_equal(sl_proto_encode_hello_ok(c->out, sizeof(c->out), &ok, &len), SL_OK);
         return fake_send(c->fd, c->out, len);
@@ -188,8 +194,10 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr)
         c->cursor = m->start_mode == SL_START_OFFSET   ? m->start_offset
                     : m->start_mode == SL_START_LATEST ? FAKE_RECORDS
                                                        : 0;
-        sl_proto_stream_ok ok = {.kind = SL_STREAM_CONSUME, .partition = m->partition,
-                                 .start_offset = c->cursor, .max_batch_bytes = 1u << 20};
+        sl_proto_stream_ok ok = {.kind = SL_STREAM_CONSUME,
+                                 .partition = m->partition,
+                                 .start_offset = c->cursor,
+                                 .max_batch_bytes = 1u << 20};
         assert_int_equal(sl_proto_encode_stream_ok(c->out, sizeof(c->out), c->stream, &ok, &len),
                          SL_OK);
         return fake_send(c->fd, c->out, len);
@@ -294,7 +302,10 @@ fake_start(uint32_t hb_ms)
         for (uint32_t i = 0; i < FAKE_BATCH_RECS; i++) {
             char value[32];
             int n = snprintf(value, sizeof(value), "value-%u", b * FAKE_BATCH_RECS + i);
-            sl_record r = {.key = "k", .key_size = 1, .value = value, .value_size = (uint32_t)n,
+            sl_record r = {.key = "k",
+                           .key_size = 1,
+                           .value = value,
+                           .value_size = (uint32_t)n,
                            .timestamp_us = 1000 + b};
             assert_int_equal(sl_batch_builder_add(&bb, &r), SL_OK);
         }
@@ -464,9 +475,8 @@ test_consumer_dispatch_and_explicit_ack(void **state)
     assert_int_equal(sl_consumer_new(&cfg, &c), SL_OK);
     seen s = {0};
     size_t n = 0;
-    assert_int_equal(sl_consumer_dispatch(c, 10, sl_deadline_after_ms(TEST_WAIT_MS), on_record,
-                                          &s, &n),
-                     SL_OK);
+    assert_int_equal(
+        sl_consumer_dispatch(c, 10, sl_deadline_after_ms(TEST_WAIT_MS), on_record, &s, &n), SL_OK);
     assert_true(n >= 1 && n <= 10);
     assert_int_equal(s.count, n);
     assert_int_equal(sl_consumer_ack(c, s.last + 1), SL_EINVAL); // not handed out yet
@@ -585,8 +595,7 @@ test_admin_round_trips(void **state)
     sl_admin_close(a);
     fake_stop(f);
     // Nobody listening: a clear refusal, within the deadline.
-    assert_int_equal(sl_admin_open("127.0.0.1:1", sl_deadline_after_ms(2000), &a),
-                     SL_ECONNREFUSED);
+    assert_int_equal(sl_admin_open("127.0.0.1:1", sl_deadline_after_ms(2000), &a), SL_ECONNREFUSED);
 }
 
 int

@@ -135,8 +135,10 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr, size_t frame_len)
     size_t cap = sizeof(c->out);
     switch (fr->header.type) {
     case SL_FRAME_HELLO: {
-        sl_proto_hello_ok ok = {.version = 1, .max_frame_bytes = SL__FAKE_FRAME,
-                                .heartbeat_ms = fr->u.hello.heartbeat_ms, .max_streams = 16,
+        sl_proto_hello_ok ok = {.version = 1,
+                                .max_frame_bytes = SL__FAKE_FRAME,
+                                .heartbeat_ms = fr->u.hello.heartbeat_ms,
+                                .max_streams = 16,
                                 .broker_id = {"fake", 4}};
         assert_int_equal(sl_proto_encode_hello_ok(out, cap, &ok, &len), SL_OK);
         return fake_send(c->fd, out, len);
@@ -154,8 +156,11 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr, size_t frame_len)
             f->pid = f->pid + 100; // a new identity
             f->expected_seq = 0;
         }
-        sl_proto_stream_ok ok = {.kind = SL_STREAM_PRODUCE, .partition = 0, .producer_id = f->pid,
-                                 .next_seq = f->expected_seq, .max_batch_bytes = 1u << 20};
+        sl_proto_stream_ok ok = {.kind = SL_STREAM_PRODUCE,
+                                 .partition = 0,
+                                 .producer_id = f->pid,
+                                 .next_seq = f->expected_seq,
+                                 .max_batch_bytes = 1u << 20};
         assert_int_equal(sl_proto_encode_stream_ok(out, cap, c->stream, &ok, &len), SL_OK);
         return fake_send(c->fd, out, len) == 0 ? fake_credit(f, c) : -1;
     }
@@ -170,7 +175,8 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr, size_t frame_len)
         }
         if (n == f->throttle_at) {
             sl_proto_throttle t = {.reason = SL_THROTTLE_MEMORY_BUDGET,
-                                   .retry_after_ms = f->throttle_ms, .message = {"slow", 4}};
+                                   .retry_after_ms = f->throttle_ms,
+                                   .message = {"slow", 4}};
             assert_int_equal(sl_proto_encode_throttle(out, cap, c->stream, &t, &len), SL_OK);
             return fake_send(c->fd, out, len);
         }
@@ -180,8 +186,10 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr, size_t frame_len)
             return -1;
         }
         if (added > 0) {
-            sl_proto_ack a = {.seq_end = f->expected_seq, .acks = fr->u.produce.acks,
-                              .base_offset = first, .last_offset = first + added - 1};
+            sl_proto_ack a = {.seq_end = f->expected_seq,
+                              .acks = fr->u.produce.acks,
+                              .base_offset = first,
+                              .last_offset = first + added - 1};
             assert_int_equal(sl_proto_encode_ack(out, cap, c->stream, &a, &len), SL_OK);
             if (fake_send(c->fd, out, len) != 0) {
                 return -1;
@@ -320,8 +328,7 @@ send_numbered(sl_producer *p, uint64_t from, uint64_t count)
                          (unsigned long long)i * 7);
         sl_record r = {.value = value, .value_size = (uint32_t)n, .timestamp_us = 1};
         uint64_t seq = 0;
-        assert_int_equal(sl_producer_send(p, &r, sl_deadline_after_ms(TEST_WAIT_MS), &seq),
-                         SL_OK);
+        assert_int_equal(sl_producer_send(p, &r, sl_deadline_after_ms(TEST_WAIT_MS), &seq), SL_OK);
         assert_int_equal(seq, i);
     }
 }
