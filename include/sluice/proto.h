@@ -61,32 +61,32 @@
 
 // X(NAME, code, scope): scope C = connection level (stream id 0), S = stream (id != 0),
 // E = either (stream id 0 means the whole connection).
-#define SL_PROTO_FRAME_MAP(X)                                                                      \
-    X(HELLO, 0x01, C)                                                                              \
-    X(HELLO_OK, 0x02, C)                                                                           \
-    X(PING, 0x03, C)                                                                               \
-    X(PONG, 0x04, C)                                                                               \
-    X(ERROR, 0x05, E)                                                                              \
-    X(GOAWAY, 0x06, C)                                                                             \
-    X(OPEN_PRODUCE, 0x10, S)                                                                       \
-    X(OPEN_CONSUME, 0x11, S)                                                                       \
-    X(STREAM_OK, 0x12, S)                                                                          \
-    X(STREAM_CLOSE, 0x13, S)                                                                       \
-    X(PRODUCE, 0x20, S)                                                                            \
-    X(CREDIT, 0x21, S)                                                                             \
-    X(ACK, 0x22, S)                                                                                \
-    X(THROTTLE, 0x23, E)                                                                           \
-    X(REQUEST, 0x30, S)                                                                            \
-    X(DELIVER, 0x31, S)                                                                            \
-    X(COMMIT, 0x32, S)                                                                             \
-    X(CREATE_TOPIC, 0x40, C)                                                                       \
-    X(DELETE_TOPIC, 0x41, C)                                                                       \
-    X(LIST_TOPICS, 0x42, C)                                                                        \
-    X(DESCRIBE_TOPIC, 0x43, C)                                                                     \
-    X(STATS, 0x44, C)                                                                              \
-    X(ADMIN_RESULT, 0x50, C)                                                                       \
-    X(TOPIC_LIST, 0x51, C)                                                                         \
-    X(TOPIC_INFO, 0x52, C)                                                                         \
+#define SL_PROTO_FRAME_MAP(X)  \
+    X(HELLO, 0x01, C)          \
+    X(HELLO_OK, 0x02, C)       \
+    X(PING, 0x03, C)           \
+    X(PONG, 0x04, C)           \
+    X(ERROR, 0x05, E)          \
+    X(GOAWAY, 0x06, C)         \
+    X(OPEN_PRODUCE, 0x10, S)   \
+    X(OPEN_CONSUME, 0x11, S)   \
+    X(STREAM_OK, 0x12, S)      \
+    X(STREAM_CLOSE, 0x13, S)   \
+    X(PRODUCE, 0x20, S)        \
+    X(CREDIT, 0x21, S)         \
+    X(ACK, 0x22, S)            \
+    X(THROTTLE, 0x23, E)       \
+    X(REQUEST, 0x30, S)        \
+    X(DELIVER, 0x31, S)        \
+    X(COMMIT, 0x32, S)         \
+    X(CREATE_TOPIC, 0x40, C)   \
+    X(DELETE_TOPIC, 0x41, C)   \
+    X(LIST_TOPICS, 0x42, C)    \
+    X(DESCRIBE_TOPIC, 0x43, C) \
+    X(STATS, 0x44, C)          \
+    X(ADMIN_RESULT, 0x50, C)   \
+    X(TOPIC_LIST, 0x51, C)     \
+    X(TOPIC_INFO, 0x52, C)     \
     X(STATS_RESULT, 0x53, C)
 
 typedef enum sl_frame_type {
@@ -184,7 +184,7 @@ typedef struct sl_proto_error {
 } sl_proto_error;
 
 typedef struct sl_proto_goaway {
-    uint16_t code; // 0: normal shutdown
+    uint16_t code;           // 0: normal shutdown
     uint32_t last_stream_id; // highest stream id the sender processed
     uint32_t retry_after_ms;
     sl_proto_str message;
@@ -197,8 +197,8 @@ typedef struct sl_proto_open_produce {
 } sl_proto_open_produce;
 
 typedef struct sl_proto_open_consume {
-    uint32_t partition; // SL_PROTO_PARTITION_ANY only with SL_START_GROUP
-    uint8_t start_mode; // sl_start_mode
+    uint32_t partition;    // SL_PROTO_PARTITION_ANY only with SL_START_GROUP
+    uint8_t start_mode;    // sl_start_mode
     uint64_t start_offset; // SL_START_OFFSET only; 0 otherwise
     sl_proto_str topic;
     sl_proto_str group; // required for SL_START_GROUP, optional otherwise (commits go there)
@@ -350,7 +350,7 @@ typedef struct sl_frame {
     union {
         sl_proto_hello hello;
         sl_proto_hello_ok hello_ok;
-        sl_proto_ping ping; // PING and PONG
+        sl_proto_ping ping;   // PING and PONG
         sl_proto_error error; // ERROR and STREAM_CLOSE
         sl_proto_goaway goaway;
         sl_proto_open_produce open_produce;
@@ -389,6 +389,13 @@ SL_API SL_MUST_USE int sl_frame_header_decode(const void *buf, size_t len, uint3
 SL_API SL_MUST_USE int sl_proto_decode(const void *buf, size_t len, uint32_t max_frame,
                                        sl_frame *out, size_t *consumed, const char **why_out);
 
+// Encodes frame (its header's type and stream id select the form; length and flags are ignored)
+// like the per-type encoder of that type; decoded list views (raw) are accepted in place of
+// entries. A frame sl_proto_decode accepted re-encodes to the same bytes: the encoding is
+// canonical. Returns SL_OK, SL_EFULL, or SL_EINVAL (unknown type or invalid content).
+SL_API SL_MUST_USE int sl_proto_encode(void *buf, size_t cap, const sl_frame *frame,
+                                       size_t *len_out);
+
 // Returns the frame type's name ("PRODUCE"), or NULL for an unknown code.
 SL_API const char *sl_proto_frame_name(uint8_t type);
 
@@ -400,15 +407,15 @@ SL_API const char *sl_proto_frame_name(uint8_t type);
 // check against *len_out. Decoders take the payload (after the header) and return SL_OK or
 // SL_EPROTO; their views borrow the payload. All are pure and thread-safe.
 
-#define SL__PROTO_CODEC(name, type)                                                                \
+#define SL__PROTO_CODEC(name, type) \
     SL_API SL_MUST_USE int sl_proto_decode_##name(const void *payload, size_t len, type *out)
 
 // Connection level (no stream id).
 SL_API SL_MUST_USE int sl_proto_encode_hello(void *buf, size_t cap, const sl_proto_hello *in,
                                              size_t *len_out);
 SL__PROTO_CODEC(hello, sl_proto_hello);
-SL_API SL_MUST_USE int sl_proto_encode_hello_ok(void *buf, size_t cap,
-                                                const sl_proto_hello_ok *in, size_t *len_out);
+SL_API SL_MUST_USE int sl_proto_encode_hello_ok(void *buf, size_t cap, const sl_proto_hello_ok *in,
+                                                size_t *len_out);
 SL__PROTO_CODEC(hello_ok, sl_proto_hello_ok);
 // pong = false: PING; true: PONG.
 SL_API SL_MUST_USE int sl_proto_encode_ping(void *buf, size_t cap, bool pong,
@@ -461,6 +468,16 @@ SL_API SL_MUST_USE int sl_proto_encode_commit(void *buf, size_t cap, uint32_t st
                                               const sl_proto_commit *in, size_t *len_out);
 SL__PROTO_CODEC(commit, sl_proto_commit);
 
+// Zero-copy variants: write only the header and fixed fields of a PRODUCE or DELIVER whose
+// length covers in->batches.size_bytes more; the caller sends those batch bytes right after
+// (writev, sendfile from the log), so in->batches.data is not read. The batches are not checked
+// (only their count and total size): the caller vouches that they follow the PRODUCE / DELIVER
+// rules of docs/protocol.md, e.g. because its log validated them. *len_out is the prefix size.
+SL_API SL_MUST_USE int sl_proto_encode_produce_prefix(void *buf, size_t cap, uint32_t stream_id,
+                                                      const sl_proto_produce *in, size_t *len_out);
+SL_API SL_MUST_USE int sl_proto_encode_deliver_prefix(void *buf, size_t cap, uint32_t stream_id,
+                                                      const sl_proto_deliver *in, size_t *len_out);
+
 // Admin (connection level, matched by correlation id).
 SL_API SL_MUST_USE int sl_proto_encode_create_topic(void *buf, size_t cap,
                                                     const sl_proto_create_topic *in,
@@ -473,8 +490,7 @@ SL_API SL_MUST_USE int sl_proto_encode_topic_request(void *buf, size_t cap, uint
 SL_API SL_MUST_USE int sl_proto_decode_topic_request(uint8_t type, const void *payload, size_t len,
                                                      sl_proto_topic_request *out);
 SL_API SL_MUST_USE int sl_proto_encode_list_topics(void *buf, size_t cap,
-                                                   const sl_proto_list_topics *in,
-                                                   size_t *len_out);
+                                                   const sl_proto_list_topics *in, size_t *len_out);
 SL__PROTO_CODEC(list_topics, sl_proto_list_topics);
 SL_API SL_MUST_USE int sl_proto_encode_admin_result(void *buf, size_t cap,
                                                     const sl_proto_admin_result *in,
@@ -490,6 +506,8 @@ SL_API SL_MUST_USE int sl_proto_encode_stats_result(void *buf, size_t cap,
                                                     const sl_proto_stats_result *in,
                                                     size_t *len_out);
 SL__PROTO_CODEC(stats_result, sl_proto_stats_result);
+
+#undef SL__PROTO_CODEC
 
 // ---- walking decoded lists ---------------------------------------------------------------------
 

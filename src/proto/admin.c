@@ -64,7 +64,7 @@ sl_proto_encode_create_topic(void *buf, size_t cap, const sl_proto_create_topic 
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_topic_config(&w, &in->config);
     sl__wr_str(&w, in->topic);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -91,8 +91,8 @@ topic_request_ok(uint8_t type, sl_proto_str topic)
 }
 
 int
-sl_proto_encode_topic_request(void *buf, size_t cap, uint8_t type,
-                              const sl_proto_topic_request *in, size_t *len_out)
+sl_proto_encode_topic_request(void *buf, size_t cap, uint8_t type, const sl_proto_topic_request *in,
+                              size_t *len_out)
 {
     if (!is_topic_request(type) || !topic_request_ok(type, in->topic)) {
         return SL_EINVAL;
@@ -101,7 +101,7 @@ sl_proto_encode_topic_request(void *buf, size_t cap, uint8_t type,
     sl__wr_begin(&w, buf, cap, type, 0);
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_str(&w, in->topic);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -137,8 +137,7 @@ check_list_topics(const sl_proto_list_topics *l)
 }
 
 int
-sl_proto_encode_list_topics(void *buf, size_t cap, const sl_proto_list_topics *in,
-                            size_t *len_out)
+sl_proto_encode_list_topics(void *buf, size_t cap, const sl_proto_list_topics *in, size_t *len_out)
 {
     if (check_list_topics(in) != NULL) {
         return SL_EINVAL;
@@ -148,7 +147,7 @@ sl_proto_encode_list_topics(void *buf, size_t cap, const sl_proto_list_topics *i
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_u16(&w, in->max_entries);
     sl__wr_str(&w, in->start_after);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -173,7 +172,7 @@ sl_proto_encode_admin_result(void *buf, size_t cap, const sl_proto_admin_result 
     sl__wr_begin(&w, buf, cap, SL_FRAME_ADMIN_RESULT, 0);
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_status(&w, &in->status);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -190,12 +189,47 @@ topic_entry_ok(const sl_proto_topic_entry *e)
            e->partition_count <= SL_PROTO_PARTITIONS_MAX;
 }
 
+typedef void (*entry_reader)(sl__rd *r);
+
+// True if raw[0..size) holds exactly count valid entries as entry_reader reads them.
+static bool
+raw_entries_ok(const uint8_t *raw, size_t size, uint16_t count, entry_reader read_entry)
+{
+    if (raw == NULL && (size != 0 || count != 0)) {
+        return false;
+    }
+    sl__rd r;
+    sl__rd_init(&r, raw, size);
+    // Bounded by count <= SL_PROTO_LIST_ENTRIES_MAX, checked by the callers.
+    for (uint16_t i = 0; i < count && r.why == NULL; i++) {
+        read_entry(&r);
+    }
+    return sl__rd_end(&r) == SL_OK;
+}
+
+static void rd_topic_entry(sl__rd *r, sl_proto_topic_entry *e);
+static void rd_stat(sl__rd *r, sl_proto_stat *s);
+
+static void
+rd_topic_entry_any(sl__rd *r)
+{
+    sl_proto_topic_entry e;
+    rd_topic_entry(r, &e);
+}
+
+static void
+rd_stat_any(sl__rd *r)
+{
+    sl_proto_stat s;
+    rd_stat(r, &s);
+}
+
 // TOPIC_LIST: 0 u32 correlation_id | 4 u8 more | 5 u8 reserved | 6 u16 count |
 // 8 count x (str name, u32 partition_count).
 int
 sl_proto_encode_topic_list(void *buf, size_t cap, const sl_proto_topic_list *in, size_t *len_out)
 {
-    if (in->entry_count > SL_PROTO_LIST_ENTRIES_MAX || (in->entries == NULL && in->entry_count)) {
+    if (in->entry_count > SL_PROTO_LIST_ENTRIES_MAX) {
         return SL_EINVAL;
     }
     sl__wr w;
@@ -204,6 +238,14 @@ sl_proto_encode_topic_list(void *buf, size_t cap, const sl_proto_topic_list *in,
     sl__wr_u8(&w, in->more ? 1 : 0);
     sl__wr_u8(&w, 0);
     sl__wr_u16(&w, in->entry_count);
+    if (in->entries == NULL) {
+        // A decoded list passed through: its raw entries, checked again before they are copied.
+        if (!raw_entries_ok(in->raw, in->raw_size, in->entry_count, rd_topic_entry_any)) {
+            return SL_EINVAL;
+        }
+        sl__wr_bytes(&w, in->raw, in->raw_size);
+        return sl__wr_finish(&w, len_out, 0);
+    }
     for (uint16_t i = 0; i < in->entry_count; i++) {
         if (!topic_entry_ok(&in->entries[i])) {
             return SL_EINVAL;
@@ -211,7 +253,7 @@ sl_proto_encode_topic_list(void *buf, size_t cap, const sl_proto_topic_list *in,
         sl__wr_str(&w, in->entries[i].name);
         sl__wr_u32(&w, in->entries[i].partition_count);
     }
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -273,7 +315,10 @@ sl_proto_topic_list_next(sl_proto_cursor *c, sl_proto_topic_entry *out)
 int
 sl_proto_encode_topic_info(void *buf, size_t cap, const sl_proto_topic_info *in, size_t *len_out)
 {
-    if (!sl__topic_config_ok(&in->config) || !sl__name_ok(in->topic) || in->partitions == NULL) {
+    if (!sl__topic_config_ok(&in->config) || !sl__name_ok(in->topic)) {
+        return SL_EINVAL;
+    }
+    if (in->partitions == NULL && in->raw == NULL) {
         return SL_EINVAL;
     }
     sl__wr w;
@@ -281,6 +326,11 @@ sl_proto_encode_topic_info(void *buf, size_t cap, const sl_proto_topic_info *in,
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_topic_config(&w, &in->config);
     sl__wr_str(&w, in->topic);
+    if (in->partitions == NULL) {
+        // A decoded TOPIC_INFO passed through: fixed-size entries, any values are valid.
+        sl__wr_bytes(&w, in->raw, (size_t)in->config.partition_count * PARTITION_INFO_BYTES);
+        return sl__wr_finish(&w, len_out, 0);
+    }
     for (uint32_t i = 0; i < in->config.partition_count; i++) {
         const sl_proto_partition_info *p = &in->partitions[i];
         sl__wr_u64(&w, p->log_start_offset);
@@ -288,7 +338,7 @@ sl_proto_encode_topic_info(void *buf, size_t cap, const sl_proto_topic_info *in,
         sl__wr_u64(&w, p->durable_offset);
         sl__wr_u64(&w, p->backlog_bytes);
     }
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -337,7 +387,7 @@ int
 sl_proto_encode_stats_result(void *buf, size_t cap, const sl_proto_stats_result *in,
                              size_t *len_out)
 {
-    if (in->entry_count > SL_PROTO_LIST_ENTRIES_MAX || (in->entries == NULL && in->entry_count)) {
+    if (in->entry_count > SL_PROTO_LIST_ENTRIES_MAX) {
         return SL_EINVAL;
     }
     sl__wr w;
@@ -345,6 +395,14 @@ sl_proto_encode_stats_result(void *buf, size_t cap, const sl_proto_stats_result 
     sl__wr_u32(&w, in->correlation_id);
     sl__wr_u16(&w, in->entry_count);
     sl__wr_u16(&w, 0);
+    if (in->entries == NULL) {
+        // A decoded list passed through: its raw entries, checked again before they are copied.
+        if (!raw_entries_ok(in->raw, in->raw_size, in->entry_count, rd_stat_any)) {
+            return SL_EINVAL;
+        }
+        sl__wr_bytes(&w, in->raw, in->raw_size);
+        return sl__wr_finish(&w, len_out, 0);
+    }
     for (uint16_t i = 0; i < in->entry_count; i++) {
         if (!stat_name_ok(in->entries[i].name)) {
             return SL_EINVAL;
@@ -352,7 +410,7 @@ sl_proto_encode_stats_result(void *buf, size_t cap, const sl_proto_stats_result 
         sl__wr_str(&w, in->entries[i].name);
         sl__wr_u64(&w, in->entries[i].value);
     }
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -441,14 +499,14 @@ sl__proto_decode_admin(uint8_t type, sl__rd *r, sl_frame *out)
     }
 }
 
-#define SL__PROTO_DECODER(name, type)                                                              \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out)                         \
-    {                                                                                              \
-        SL_ASSERT(out != NULL);                                                                    \
-        sl__rd r;                                                                                  \
-        sl__rd_init(&r, payload, len);                                                             \
-        rd_##name(&r, out);                                                                        \
-        return sl__rd_end(&r);                                                                     \
+#define SL__PROTO_DECODER(name, type)                                      \
+    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
+    {                                                                      \
+        SL_ASSERT(out != NULL);                                            \
+        sl__rd r;                                                          \
+        sl__rd_init(&r, payload, len);                                     \
+        rd_##name(&r, out);                                                \
+        return sl__rd_end(&r);                                             \
     }
 
 SL__PROTO_DECODER(create_topic, sl_proto_create_topic)

@@ -33,8 +33,8 @@ static int
 frame_scope(uint8_t type)
 {
     switch (type) {
-#define SL__FRAME_SCOPE(name, code, scope)                                                         \
-    case (code):                                                                                   \
+#define SL__FRAME_SCOPE(name, code, scope) \
+    case (code):                           \
         return SCOPE_##scope;
         SL_PROTO_FRAME_MAP(SL__FRAME_SCOPE)
 #undef SL__FRAME_SCOPE
@@ -47,8 +47,8 @@ const char *
 sl_proto_frame_name(uint8_t type)
 {
     switch (type) {
-#define SL__FRAME_NAME(name, code, scope)                                                          \
-    case (code):                                                                                   \
+#define SL__FRAME_NAME(name, code, scope) \
+    case (code):                          \
         return #name;
         SL_PROTO_FRAME_MAP(SL__FRAME_NAME)
 #undef SL__FRAME_NAME
@@ -128,15 +128,16 @@ sl__wr_begin(sl__wr *w, void *buf, size_t cap, uint8_t type, uint32_t stream_id)
 }
 
 int
-sl__wr_finish(sl__wr *w, size_t *len_out)
+sl__wr_finish(sl__wr *w, size_t *len_out, size_t trailing_bytes)
 {
     SL_ASSERT(len_out != NULL);
     if (w->full) {
         return SL_EFULL;
     }
     // Encoders bound their inputs, so a frame past the ceiling is a bug, not bad input.
-    SL_ASSERT(w->pos <= SL_PROTO_FRAME_SIZE_CEILING);
-    uint32_t length = (uint32_t)(w->pos - SL_PROTO_FRAME_HEADER_BYTES);
+    SL_ASSERT(trailing_bytes <= SL_PROTO_FRAME_SIZE_CEILING &&
+              w->pos + trailing_bytes <= SL_PROTO_FRAME_SIZE_CEILING);
+    uint32_t length = (uint32_t)(w->pos + trailing_bytes - SL_PROTO_FRAME_HEADER_BYTES);
     memcpy(w->buf, &length, sizeof(length));
     *len_out = w->pos;
     return SL_OK;
@@ -207,7 +208,8 @@ check_hello(const sl_proto_hello *h)
         h->max_frame_bytes > SL_PROTO_FRAME_SIZE_CEILING) {
         return "HELLO max frame size out of range";
     }
-    if (h->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN || h->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
+    if (h->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN ||
+        h->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
         return "HELLO heartbeat interval out of range";
     }
     return sl__str_ok(h->client_id, 0, SL_PROTO_CLIENT_ID_MAX) ? NULL : "HELLO client id too long";
@@ -227,7 +229,7 @@ sl_proto_encode_hello(void *buf, size_t cap, const sl_proto_hello *in, size_t *l
     sl__wr_u32(&w, in->max_frame_bytes);
     sl__wr_u32(&w, in->heartbeat_ms);
     sl__wr_str(&w, in->client_id);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -254,14 +256,15 @@ check_hello_ok(const sl_proto_hello_ok *h)
         h->max_frame_bytes > SL_PROTO_FRAME_SIZE_CEILING) {
         return "HELLO_OK max frame size out of range";
     }
-    if (h->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN || h->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
+    if (h->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN ||
+        h->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
         return "HELLO_OK heartbeat interval out of range";
     }
     if (h->max_streams == 0 || h->max_streams > SL_PROTO_STREAMS_MAX) {
         return "HELLO_OK max streams out of range";
     }
     return sl__str_ok(h->broker_id, 0, SL_PROTO_CLIENT_ID_MAX) ? NULL
-                                                                : "HELLO_OK broker id too long";
+                                                               : "HELLO_OK broker id too long";
 }
 
 int
@@ -278,7 +281,7 @@ sl_proto_encode_hello_ok(void *buf, size_t cap, const sl_proto_hello_ok *in, siz
     sl__wr_u32(&w, in->heartbeat_ms);
     sl__wr_u32(&w, in->max_streams);
     sl__wr_str(&w, in->broker_id);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -299,7 +302,7 @@ sl_proto_encode_ping(void *buf, size_t cap, bool pong, const sl_proto_ping *in, 
     sl__wr w;
     sl__wr_begin(&w, buf, cap, pong ? SL_FRAME_PONG : SL_FRAME_PING, 0);
     sl__wr_u64(&w, in->nonce);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -356,7 +359,7 @@ sl_proto_encode_error(void *buf, size_t cap, uint32_t stream_id, const sl_proto_
     sl__wr w;
     sl__wr_begin(&w, buf, cap, SL_FRAME_ERROR, stream_id);
     wr_status(&w, in);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 int
@@ -369,7 +372,7 @@ sl_proto_encode_stream_close(void *buf, size_t cap, uint32_t stream_id, const sl
     sl__wr w;
     sl__wr_begin(&w, buf, cap, SL_FRAME_STREAM_CLOSE, stream_id);
     wr_status(&w, in);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static const char *
@@ -394,7 +397,7 @@ sl_proto_encode_goaway(void *buf, size_t cap, const sl_proto_goaway *in, size_t 
     sl__wr_u32(&w, in->last_stream_id);
     sl__wr_u32(&w, in->retry_after_ms);
     sl__wr_str(&w, in->message);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -471,14 +474,14 @@ sl_proto_decode(const void *buf, size_t len, uint32_t max_frame, sl_frame *out, 
 }
 
 // The public per-type decoders: one payload, one form.
-#define SL__PROTO_DECODER(name, type, body)                                                        \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out)                         \
-    {                                                                                              \
-        SL_ASSERT(out != NULL);                                                                    \
-        sl__rd r;                                                                                  \
-        sl__rd_init(&r, payload, len);                                                             \
-        body;                                                                                      \
-        return sl__rd_end(&r);                                                                     \
+#define SL__PROTO_DECODER(name, type, body)                                \
+    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
+    {                                                                      \
+        SL_ASSERT(out != NULL);                                            \
+        sl__rd r;                                                          \
+        sl__rd_init(&r, payload, len);                                     \
+        body;                                                              \
+        return sl__rd_end(&r);                                             \
     }
 
 SL__PROTO_DECODER(hello, sl_proto_hello, rd_hello(&r, out))

@@ -208,8 +208,9 @@ sl__wr_str(sl__wr *w, sl_proto_str s)
 // Starts a frame: the header, with the length filled in by sl__wr_finish.
 void sl__wr_begin(sl__wr *w, void *buf, size_t cap, uint8_t type, uint32_t stream_id);
 
-// Completes the frame: SL_EFULL if anything did not fit, else the length and *len_out.
-int sl__wr_finish(sl__wr *w, size_t *len_out);
+// Completes the frame: SL_EFULL if anything did not fit, else the length field and *len_out (the
+// bytes written). trailing_bytes: payload the caller sends after them (prefix encoders), else 0.
+int sl__wr_finish(sl__wr *w, size_t *len_out, size_t trailing_bytes);
 
 // Field checks shared by encoders and decoders, so neither side accepts what the other refuses.
 bool sl__str_ok(sl_proto_str s, size_t min, size_t max);

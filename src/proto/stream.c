@@ -105,7 +105,7 @@ sl_proto_encode_open_produce(void *buf, size_t cap, uint32_t stream_id,
     sl__wr_u32(&w, in->partition);
     sl__wr_u64(&w, in->producer_id);
     sl__wr_str(&w, in->topic);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -156,7 +156,7 @@ sl_proto_encode_open_consume(void *buf, size_t cap, uint32_t stream_id,
     sl__wr_u64(&w, in->start_offset);
     sl__wr_str(&w, in->topic);
     sl__wr_str(&w, in->group);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -199,7 +199,7 @@ sl_proto_encode_stream_ok(void *buf, size_t cap, uint32_t stream_id, const sl_pr
     sl__wr_u64(&w, in->start_offset);
     sl__wr_u32(&w, in->next_seq);
     sl__wr_u32(&w, in->max_batch_bytes);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -225,8 +225,8 @@ check_produce(const sl_proto_produce *p, uint32_t *record_count)
         return "unknown acks level";
     }
     batch_walk walk;
-    const char *why = walk_batches(p->batches.data, p->batches.size_bytes,
-                                   p->batches.batch_count, &walk);
+    const char *why =
+        walk_batches(p->batches.data, p->batches.size_bytes, p->batches.batch_count, &walk);
     if (why != NULL) {
         return why;
     }
@@ -241,25 +241,58 @@ check_produce(const sl_proto_produce *p, uint32_t *record_count)
     return NULL;
 }
 
+// PRODUCE and DELIVER fixed parts: the batches follow them.
+#define PRODUCE_FIXED_BYTES 8u
+#define DELIVER_FIXED_BYTES 28u
+_Static_assert(SL_PROTO_FRAME_HEADER_BYTES + DELIVER_FIXED_BYTES + SL_BATCH_SIZE_MAX <=
+                   SL_PROTO_FRAME_SIZE_CEILING,
+               "one largest batch fits a DELIVER frame");
+
+// The checks a prefix encoder can make without seeing the batches.
+static bool
+batch_area_ok(const sl_proto_batches *b, size_t fixed_bytes)
+{
+    return b->batch_count >= 1 && b->batch_count <= SL_PROTO_BATCHES_PER_FRAME_MAX &&
+           b->size_bytes >= (size_t)b->batch_count * SL_BATCH_HEADER_BYTES &&
+           b->size_bytes <= SL_PROTO_FRAME_SIZE_CEILING - SL_PROTO_FRAME_HEADER_BYTES - fixed_bytes;
+}
+
+static void
+wr_produce_fixed(sl__wr *w, void *buf, size_t cap, uint32_t stream_id, const sl_proto_produce *in)
+{
+    sl__wr_begin(w, buf, cap, SL_FRAME_PRODUCE, stream_id);
+    sl__wr_u8(w, in->acks);
+    sl__wr_u8(w, 0);
+    sl__wr_u16(w, in->batches.batch_count);
+    sl__wr_u32(w, in->first_seq);
+}
+
 int
 sl_proto_encode_produce(void *buf, size_t cap, uint32_t stream_id, const sl_proto_produce *in,
                         size_t *len_out)
 {
     uint32_t records = 0;
-    if (stream_id == 0 || check_produce(in, &records) != NULL) {
-        return SL_EINVAL;
-    }
-    if (in->batches.size_bytes > SL_PROTO_FRAME_SIZE_CEILING - SL_PROTO_FRAME_HEADER_BYTES - 8u) {
+    if (stream_id == 0 || check_produce(in, &records) != NULL ||
+        !batch_area_ok(&in->batches, PRODUCE_FIXED_BYTES)) {
         return SL_EINVAL;
     }
     sl__wr w;
-    sl__wr_begin(&w, buf, cap, SL_FRAME_PRODUCE, stream_id);
-    sl__wr_u8(&w, in->acks);
-    sl__wr_u8(&w, 0);
-    sl__wr_u16(&w, in->batches.batch_count);
-    sl__wr_u32(&w, in->first_seq);
+    wr_produce_fixed(&w, buf, cap, stream_id, in);
     sl__wr_bytes(&w, in->batches.data, in->batches.size_bytes);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
+}
+
+int
+sl_proto_encode_produce_prefix(void *buf, size_t cap, uint32_t stream_id,
+                               const sl_proto_produce *in, size_t *len_out)
+{
+    if (stream_id == 0 || in->acks > SL_ACKS_FSYNC ||
+        !batch_area_ok(&in->batches, PRODUCE_FIXED_BYTES)) {
+        return SL_EINVAL;
+    }
+    sl__wr w;
+    wr_produce_fixed(&w, buf, cap, stream_id, in);
+    return sl__wr_finish(&w, len_out, in->batches.size_bytes);
 }
 
 // Reads a batch area: the rest of the payload.
@@ -292,7 +325,7 @@ sl_proto_encode_credit(void *buf, size_t cap, uint32_t stream_id, const sl_proto
     sl__wr w;
     sl__wr_begin(&w, buf, cap, SL_FRAME_CREDIT, stream_id);
     sl__wr_u64(&w, in->granted_total_bytes);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -324,7 +357,7 @@ sl_proto_encode_ack(void *buf, size_t cap, uint32_t stream_id, const sl_proto_ac
     sl__wr_zero(&w, 3);
     sl__wr_u64(&w, in->base_offset);
     sl__wr_u64(&w, in->last_offset);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -363,7 +396,7 @@ sl_proto_encode_throttle(void *buf, size_t cap, uint32_t stream_id, const sl_pro
     sl__wr_zero(&w, 3);
     sl__wr_u32(&w, in->retry_after_ms);
     sl__wr_str(&w, in->message);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -389,7 +422,7 @@ sl_proto_encode_request(void *buf, size_t cap, uint32_t stream_id, const sl_prot
     sl__wr_begin(&w, buf, cap, SL_FRAME_REQUEST, stream_id);
     sl__wr_u64(&w, in->records);
     sl__wr_u64(&w, in->bytes);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -405,8 +438,8 @@ static const char *
 check_deliver(const sl_proto_deliver *d, uint32_t *record_count)
 {
     batch_walk walk;
-    const char *why = walk_batches(d->batches.data, d->batches.size_bytes,
-                                   d->batches.batch_count, &walk);
+    const char *why =
+        walk_batches(d->batches.data, d->batches.size_bytes, d->batches.batch_count, &walk);
     if (why != NULL) {
         return why;
     }
@@ -426,26 +459,43 @@ check_deliver(const sl_proto_deliver *d, uint32_t *record_count)
     return NULL;
 }
 
+static void
+wr_deliver_fixed(sl__wr *w, void *buf, size_t cap, uint32_t stream_id, const sl_proto_deliver *in)
+{
+    sl__wr_begin(w, buf, cap, SL_FRAME_DELIVER, stream_id);
+    sl__wr_u64(w, in->first_offset);
+    sl__wr_u64(w, in->end_offset);
+    sl__wr_u64(w, in->log_end_offset);
+    sl__wr_u16(w, in->batches.batch_count);
+    sl__wr_u16(w, 0);
+}
+
 int
 sl_proto_encode_deliver(void *buf, size_t cap, uint32_t stream_id, const sl_proto_deliver *in,
                         size_t *len_out)
 {
     uint32_t records = 0;
-    if (stream_id == 0 || check_deliver(in, &records) != NULL) {
-        return SL_EINVAL;
-    }
-    if (in->batches.size_bytes > SL_PROTO_FRAME_SIZE_CEILING - SL_PROTO_FRAME_HEADER_BYTES - 28u) {
+    if (stream_id == 0 || check_deliver(in, &records) != NULL ||
+        !batch_area_ok(&in->batches, DELIVER_FIXED_BYTES)) {
         return SL_EINVAL;
     }
     sl__wr w;
-    sl__wr_begin(&w, buf, cap, SL_FRAME_DELIVER, stream_id);
-    sl__wr_u64(&w, in->first_offset);
-    sl__wr_u64(&w, in->end_offset);
-    sl__wr_u64(&w, in->log_end_offset);
-    sl__wr_u16(&w, in->batches.batch_count);
-    sl__wr_u16(&w, 0);
+    wr_deliver_fixed(&w, buf, cap, stream_id, in);
     sl__wr_bytes(&w, in->batches.data, in->batches.size_bytes);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
+}
+
+int
+sl_proto_encode_deliver_prefix(void *buf, size_t cap, uint32_t stream_id,
+                               const sl_proto_deliver *in, size_t *len_out)
+{
+    bool range_ok = in->first_offset < in->end_offset && in->end_offset <= in->log_end_offset;
+    if (stream_id == 0 || !range_ok || !batch_area_ok(&in->batches, DELIVER_FIXED_BYTES)) {
+        return SL_EINVAL;
+    }
+    sl__wr w;
+    wr_deliver_fixed(&w, buf, cap, stream_id, in);
+    return sl__wr_finish(&w, len_out, in->batches.size_bytes);
 }
 
 static void
@@ -470,7 +520,7 @@ sl_proto_encode_commit(void *buf, size_t cap, uint32_t stream_id, const sl_proto
     sl__wr w;
     sl__wr_begin(&w, buf, cap, SL_FRAME_COMMIT, stream_id);
     sl__wr_u64(&w, in->offset);
-    return sl__wr_finish(&w, len_out);
+    return sl__wr_finish(&w, len_out, 0);
 }
 
 static void
@@ -522,14 +572,14 @@ sl__proto_decode_stream(uint8_t type, sl__rd *r, sl_frame *out)
 
 // The public per-type decoders: one payload, one form. Generated, since each only wraps its
 // reader: grep for "SL__PROTO_DECODER(name" to find one.
-#define SL__PROTO_DECODER(name, type)                                                              \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out)                         \
-    {                                                                                              \
-        SL_ASSERT(out != NULL);                                                                    \
-        sl__rd r;                                                                                  \
-        sl__rd_init(&r, payload, len);                                                             \
-        rd_##name(&r, out);                                                                        \
-        return sl__rd_end(&r);                                                                     \
+#define SL__PROTO_DECODER(name, type)                                      \
+    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
+    {                                                                      \
+        SL_ASSERT(out != NULL);                                            \
+        sl__rd r;                                                          \
+        sl__rd_init(&r, payload, len);                                     \
+        rd_##name(&r, out);                                                \
+        return sl__rd_end(&r);                                             \
     }
 
 SL__PROTO_DECODER(open_produce, sl_proto_open_produce)
