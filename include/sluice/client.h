@@ -23,8 +23,9 @@ typedef struct sl_admin sl_admin;
 
 // ---- common --------------------------------------------------------------------------------
 
-// Called (on the client's I/O thread, no lock held, must not block) when a caller that got
-// SL_EAGAIN may try again: the producer has buffer room, the consumer has records.
+// Called (no lock held, must not block) when a caller that got SL_EAGAIN may try again: the
+// producer has buffer room (on the thread that freed it: the I/O thread with a delivery_cb, else
+// the thread in sl_producer_poll_reports), the consumer has records (on its I/O thread).
 typedef void (*sl_client_wake_cb)(void *user);
 
 // Connection counters of a producer or consumer.

@@ -92,8 +92,9 @@ typedef struct sl__io {
     uint32_t max_frame;
     sl__conn conn; // touched by the I/O thread only (and by ops under the mutex, on that thread)
     bool connected;
-    sl_client_stats stats; // under mutex
-    uint64_t rng;          // jitter state, I/O thread only
+    int64_t reconnect_at_ns; // no reconnect before this (GOAWAY / ERROR retry-after); I/O thread
+    sl_client_stats stats;   // under mutex
+    uint64_t rng;            // jitter state, I/O thread only
     const sl__io_ops *ops;
     void *handle;
 } sl__io;

@@ -528,9 +528,14 @@ io_frame(sl__io *io, const sl_frame *f, int64_t now)
     case SL_FRAME_PONG:
         return SL_OK;
     case SL_FRAME_GOAWAY:
+        // Unacked data is resent on the next connection, no earlier than the hint.
+        io->reconnect_at_ns =
+            now + (int64_t)sl__io_jitter_ms(io, f->u.goaway.retry_after_ms) * 1000000;
         return SL_ECONNRESET;
     case SL_FRAME_ERROR:
         if (f->header.stream_id == 0) {
+            io->reconnect_at_ns =
+                now + (int64_t)sl__io_jitter_ms(io, f->u.error.retry_after_ms) * 1000000;
             return SL_ECONNRESET;
         }
         break;
@@ -600,6 +605,10 @@ io_main(void *arg)
     uint32_t backoff_ms = SL__RECONNECT_BACKOFF_MIN_MS;
     while (!atomic_load(&io->stop)) {
         if (!io->connected) {
+            io_sleep(io, io->reconnect_at_ns); // a broker's retry-after hint, if any
+            if (atomic_load(&io->stop)) {
+                break;
+            }
             if (io_connect(io) != SL_OK) {
                 io_sleep(io, sl_deadline_after_ms(sl__io_jitter_ms(io, backoff_ms)));
                 backoff_ms = SL_MIN(backoff_ms * 2, io->backoff_max_ms);

@@ -58,7 +58,8 @@ struct sl_consumer {
     bool want_ready;
     bool closing;
     int fatal;
-    uint32_t partition; // resolved by STREAM_OK
+    uint32_t partition;    // resolved by STREAM_OK
+    uint64_t window_bytes; // prefetch_bytes, raised to the stream's max_batch_bytes
     sl_consumer_stats stats;
 };
 
@@ -117,20 +118,23 @@ enc_request(sl_consumer *c, uint8_t *at, size_t room, size_t *len)
     sl_proto_request m = {
         .records =
             window_left(c->cfg.prefetch_records, c->buffered_records, c->outstanding_records),
-        .bytes = window_left(c->cfg.prefetch_bytes, c->buffered_bytes, c->outstanding_bytes)};
+        .bytes = window_left(c->window_bytes, c->buffered_bytes, c->outstanding_bytes)};
     return sl_proto_encode_request(at, room, c->stream_id, &m, len);
 }
 
-// Tops the window up when at least half of it is free (fewer, larger REQUESTs), or when nothing
-// at all is outstanding.
+// Tops the window up when at least half of it is free in records or in bytes (fewer, larger
+// REQUESTs), or when either outstanding demand ran out (the broker sends nothing while either
+// is 0). Both increments go in one REQUEST; one of them may be 0.
 static void
 consumer_demand(sl_consumer *c)
 {
     uint64_t recs =
         window_left(c->cfg.prefetch_records, c->buffered_records, c->outstanding_records);
-    uint64_t bytes = window_left(c->cfg.prefetch_bytes, c->buffered_bytes, c->outstanding_bytes);
-    bool worth = recs * 2 >= c->cfg.prefetch_records || c->outstanding_records == 0;
-    if (recs == 0 || bytes == 0 || !worth || !consumer_encode(c, enc_request)) {
+    uint64_t bytes = window_left(c->window_bytes, c->buffered_bytes, c->outstanding_bytes);
+    bool starved = (c->outstanding_records == 0 && recs > 0) ||
+                   (c->outstanding_bytes < c->window_bytes / 2 && bytes > 0);
+    bool worth = recs * 2 >= c->cfg.prefetch_records || bytes * 2 >= c->window_bytes || starved;
+    if (recs + bytes == 0 || !worth || !consumer_encode(c, enc_request)) {
         return;
     }
     c->outstanding_records += recs;
@@ -297,6 +301,8 @@ consumer_frame(void *h, const sl_frame *f, int64_t now)
         }
         c->have_position = true;
         c->partition = f->u.stream_ok.partition;
+        // A byte demand below one batch could stall: the broker sends whole batches.
+        c->window_bytes = SL_MAX(c->cfg.prefetch_bytes, f->u.stream_ok.max_batch_bytes);
         c->stream_ready = true;
         c->commit_sent = 0; // the new stream hears the latest commit again
         return SL_OK;

@@ -284,15 +284,22 @@ producer_connected(void *h, const sl_proto_hello_ok *ok)
     p->paused_until_ns = 0;
 }
 
+// Makes every unacked batch go again (from the first); counts those already sent once.
+static void
+producer_rewind(sl_producer *p)
+{
+    for (pbatch *b = p->head; b != NULL && b != p->unsent; b = b->next) { // bounded: the list
+        p->stats.batches_resent_total++;
+    }
+    p->unsent = p->head;
+}
+
 static void
 producer_disconnected(void *h)
 {
     sl_producer *p = h;
     p->stream_open = p->stream_ready = false;
-    if (p->unsent != p->head) {
-        p->stats.batches_resent_total++;
-    }
-    p->unsent = p->head; // everything unacked goes again on the next stream
+    producer_rewind(p); // everything unacked goes again on the next stream
 }
 
 // Marks the first n records (from the front) acked without offsets: the broker's handshake said
@@ -339,8 +346,8 @@ static void
 producer_ack(sl_producer *p, const sl_proto_ack *ack)
 {
     uint64_t next_offset = ack->base_offset;
-    for (uint32_t i = 0;
-         i < SL_PROTO_BATCHES_PER_FRAME_MAX && p->head != NULL && p->head != p->unsent; i++) {
+    // Batches past unsent can be acked too: they were sent before a rewind (TOPIC_FULL).
+    for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX && p->head != NULL; i++) {
         pbatch *b = p->head;
         int32_t covered = (int32_t)(ack->seq_end - wire_seq(p, b->seq));
         if (covered <= (int32_t)b->acked_count) {
@@ -360,6 +367,9 @@ producer_ack(sl_producer *p, const sl_proto_ack *ack)
         }
         if (!b->offsets_known) {
             b->offset = SL_OFFSET_NONE;
+        }
+        if (p->unsent == b) {
+            p->unsent = b->next;
         }
         producer_retire_head(p, SL_OK);
     }
@@ -414,12 +424,12 @@ producer_frame(void *h, const sl_frame *f, int64_t now)
         uint32_t wait = sl__io_jitter_ms(&p->io, f->u.throttle.retry_after_ms);
         sl__io_count_throttle(&p->io, f->u.throttle.reason, wait);
         p->paused_until_ns = now + (int64_t)wait * 1000000;
-        // The broker may have refused what was in flight; resending from the first unacked
-        // batch is safe because it deduplicates by producer id and sequence.
-        if (p->unsent != p->head) {
-            p->stats.batches_resent_total++;
+        // THROTTLE is advice on top of credit (docs/protocol.md): what is in flight stays in
+        // flight. Only "topic full" (policy REJECT) refuses data, so then everything unacked is
+        // resent after the pause; the broker drops sequences it already has.
+        if (f->u.throttle.reason == SL_THROTTLE_TOPIC_FULL) {
+            producer_rewind(p);
         }
-        p->unsent = p->head;
         return SL_OK;
     }
     case SL_FRAME_STREAM_CLOSE:

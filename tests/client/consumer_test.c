@@ -43,6 +43,8 @@ typedef struct fake {
     // State under mu.
     uint64_t delivered;
     uint64_t max_demand;
+    uint64_t max_demand_bytes;
+    uint32_t max_batch_bytes; // announced in STREAM_OK
     uint64_t committed;
     int pings;
     int evictions;
@@ -56,6 +58,7 @@ typedef struct fconn {
     uint32_t stream;
     uint64_t cursor;
     uint64_t demand;
+    uint64_t demand_bytes;
     uint8_t out[FAKE_FRAME + 4096];
 } fconn;
 
@@ -80,6 +83,10 @@ fake_pump(fake *f, fconn *c)
          i < 10000 && !f->hold && c->stream != 0 && c->demand > 0 && c->cursor < FAKE_RECORDS;
          i++) {
         uint64_t bi = c->cursor / FAKE_BATCH_RECS;
+        if (f->batch_len[bi] > c->demand_bytes) {
+            break; // the byte demand does not cover the next batch
+        }
+        c->demand_bytes -= f->batch_len[bi];
         uint64_t end =
             SL_MIN((bi + 1) * FAKE_BATCH_RECS, c->cursor + SL_MIN(c->demand, FAKE_CHUNK));
         sl_proto_deliver d = {
@@ -190,21 +197,23 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr)
     case SL_FRAME_OPEN_CONSUME: {
         const sl_proto_open_consume *m = &fr->u.open_consume;
         c->stream = fr->header.stream_id;
-        c->demand = 0;
+        c->demand = c->demand_bytes = 0;
         c->cursor = m->start_mode == SL_START_OFFSET   ? m->start_offset
                     : m->start_mode == SL_START_LATEST ? FAKE_RECORDS
                                                        : 0;
         sl_proto_stream_ok ok = {.kind = SL_STREAM_CONSUME,
                                  .partition = m->partition,
                                  .start_offset = c->cursor,
-                                 .max_batch_bytes = 1u << 20};
+                                 .max_batch_bytes = f->max_batch_bytes};
         assert_int_equal(sl_proto_encode_stream_ok(c->out, sizeof(c->out), c->stream, &ok, &len),
                          SL_OK);
         return fake_send(c->fd, c->out, len);
     }
     case SL_FRAME_REQUEST:
         c->demand += fr->u.request.records;
+        c->demand_bytes += fr->u.request.bytes;
         f->max_demand = SL_MAX(f->max_demand, c->demand);
+        f->max_demand_bytes = SL_MAX(f->max_demand_bytes, c->demand_bytes);
         return 0;
     case SL_FRAME_COMMIT:
         f->committed = fr->u.commit.offset;
@@ -295,6 +304,7 @@ fake_start(uint32_t hb_ms)
     fake *f = calloc(1, sizeof(*f));
     pthread_mutex_init(&f->mu, NULL);
     f->hb_ms = hb_ms;
+    f->max_batch_bytes = 1u << 20;
     for (uint32_t b = 0; b < FAKE_BATCHES; b++) {
         f->batch[b] = malloc(4096);
         sl_batch_builder bb;
@@ -378,6 +388,15 @@ poll_all(sl_consumer *c, uint64_t from)
             next++;
         }
     }
+    if (next != FAKE_RECORDS) {
+        sl_consumer_stats st;
+        sl_consumer_stats_get(c, &st);
+        fprintf(
+            stderr, "poll_all stalled at %llu: buffered %llu/%llu requested %llu delivered %llu\n",
+            (unsigned long long)next, (unsigned long long)st.buffered_records,
+            (unsigned long long)st.buffered_bytes, (unsigned long long)st.requested_records_total,
+            (unsigned long long)st.records_delivered_total);
+    }
     assert_int_equal(next, FAKE_RECORDS);
 }
 
@@ -398,7 +417,31 @@ test_consumer_polls_partial_batches_within_prefetch(void **state)
     assert_int_equal(st.records_polled_total, FAKE_RECORDS);
     assert_int_equal(st.log_end_offset, FAKE_RECORDS);
     sl_consumer_free(c); // auto_ack: the final commit covers everything polled
+    for (int i = 0; i < 2000 && fake_get(f, &f->committed) != FAKE_RECORDS; i++) {
+        usleep(5000); // the fake reads the last COMMIT on its own thread
+    }
     assert_int_equal(fake_get(f, &f->committed), FAKE_RECORDS);
+    fake_stop(f);
+}
+
+static void
+test_consumer_byte_window_bounds_demand_without_stalling(void **state)
+{
+    (void)state;
+    fake *f = fake_start(1000);
+    pthread_mutex_lock(&f->mu);
+    f->max_batch_bytes = 1024; // the fake's batches are a few hundred bytes
+    pthread_mutex_unlock(&f->mu);
+    sl_consumer_config cfg;
+    char broker[64];
+    consumer_cfg(&cfg, f, broker, sizeof(broker));
+    cfg.prefetch_records = 1000;
+    cfg.prefetch_bytes = 1; // raised to one batch (max_batch_bytes) so progress is certain
+    sl_consumer *c = NULL;
+    assert_int_equal(sl_consumer_new(&cfg, &c), SL_OK);
+    poll_all(c, 0);
+    assert_true(fake_get(f, &f->max_demand_bytes) <= 1024);
+    sl_consumer_free(c);
     fake_stop(f);
 }
 
@@ -603,6 +646,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_consumer_polls_partial_batches_within_prefetch),
+        cmocka_unit_test(test_consumer_byte_window_bounds_demand_without_stalling),
         cmocka_unit_test(test_consumer_resumes_after_cut_without_gaps),
         cmocka_unit_test(test_consumer_paused_is_kept_alive_by_heartbeats),
         cmocka_unit_test(test_consumer_dispatch_and_explicit_ack),

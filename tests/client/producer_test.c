@@ -33,10 +33,11 @@ typedef struct fake {
     // Scenario (set before start, or under mu).
     uint32_t credit_step; // bytes granted at open and after each ACK
     bool credit_hold;     // grant nothing until cleared
-    int throttle_at;      // the Nth PRODUCE frame is refused with THROTTLE (0: never)
+    int throttle_at;      // the Nth PRODUCE frame gets a THROTTLE (0: never)
     uint32_t throttle_ms;
-    int cut_at;  // the Nth PRODUCE frame is appended, not acked, then the link is cut
-    int drop_at; // the Nth PRODUCE frame is dropped and the link is cut
+    uint8_t throttle_reason; // TOPIC_FULL refuses the frame; other reasons are advice
+    int cut_at;              // the Nth PRODUCE frame is appended, not acked, then the link is cut
+    int drop_at;             // the Nth PRODUCE frame is dropped and the link is cut
     // State under mu.
     uint64_t pid;
     uint32_t expected_seq;
@@ -174,11 +175,16 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr, size_t frame_len)
             return -1;
         }
         if (n == f->throttle_at) {
-            sl_proto_throttle t = {.reason = SL_THROTTLE_MEMORY_BUDGET,
+            sl_proto_throttle t = {.reason = f->throttle_reason,
                                    .retry_after_ms = f->throttle_ms,
                                    .message = {"slow", 4}};
             assert_int_equal(sl_proto_encode_throttle(out, cap, c->stream, &t, &len), SL_OK);
-            return fake_send(c->fd, out, len);
+            if (fake_send(c->fd, out, len) != 0) {
+                return -1;
+            }
+            if (f->throttle_reason == SL_THROTTLE_TOPIC_FULL) {
+                return 0; // refused: later frames show a gap and are refused until resent
+            }
         }
         uint64_t first = 0;
         uint32_t added = fake_append(f, &fr->u.produce, &first);
@@ -335,10 +341,10 @@ send_numbered(sl_producer *p, uint64_t from, uint64_t count)
 
 // Polls reports until count records are reported; checks each is OK and counts those with offsets.
 static uint64_t
-collect_reports(sl_producer *p, uint64_t count, uint64_t *with_offset)
+collect_reports_from(sl_producer *p, uint64_t first_seq, uint64_t count, uint64_t *with_offset)
 {
     uint64_t seen = 0;
-    uint64_t next_seq = 0;
+    uint64_t next_seq = first_seq;
     *with_offset = 0;
     int64_t deadline = sl_deadline_after_ms(TEST_WAIT_MS);
     while (seen < count && sl_now_ns() < deadline) {
@@ -356,6 +362,12 @@ collect_reports(sl_producer *p, uint64_t count, uint64_t *with_offset)
         }
     }
     return seen;
+}
+
+static uint64_t
+collect_reports(sl_producer *p, uint64_t count, uint64_t *with_offset)
+{
+    return collect_reports_from(p, 0, count, with_offset);
 }
 
 static void
@@ -397,13 +409,15 @@ test_producer_delivers_within_credit(void **state)
     fake_stop(f);
 }
 
+// Sends 100 records, waits for their reports, sends 100 more: the second half can only go after
+// the retry-after of the THROTTLE the first frame got.
 static void
-test_producer_honours_throttle_retry_after(void **state)
+throttle_case(uint8_t reason, bool expect_resend)
 {
-    (void)state;
     fake *f = fake_start(1u << 20);
-    f->throttle_at = 2;
+    f->throttle_at = 1;
     f->throttle_ms = 300;
+    f->throttle_reason = reason;
     fake_run(f);
     sl_producer_config cfg;
     char broker[64];
@@ -411,19 +425,40 @@ test_producer_honours_throttle_retry_after(void **state)
     sl_producer *p = NULL;
     assert_int_equal(sl_producer_new(&cfg, &p), SL_OK);
     int64_t start = sl_now_ns();
-    send_numbered(p, 0, 500);
     uint64_t with_offset = 0;
-    assert_int_equal(collect_reports(p, 500, &with_offset), 500);
+    send_numbered(p, 0, 100);
+    if (!expect_resend) {
+        assert_int_equal(collect_reports(p, 100, &with_offset), 100);
+    }
+    send_numbered(p, 100, 100);
+    uint64_t left = expect_resend ? 200 : 100;
+    assert_int_equal(collect_reports_from(p, 200 - left, left, &with_offset), left);
     int64_t elapsed_ms = (sl_now_ns() - start) / 1000000;
     assert_true(elapsed_ms >= 300 * 8 / 10); // waited out the hint (-20 % jitter at most)
     sl_producer_stats st;
     sl_producer_stats_get(p, &st);
     assert_int_equal(st.client.throttles_total, 1);
-    assert_int_equal(st.client.throttles_by_reason[SL_THROTTLE_MEMORY_BUDGET], 1);
+    assert_int_equal(st.client.throttles_by_reason[reason], 1);
     assert_true(st.client.throttled_ms_total >= 240 && st.client.throttled_ms_total <= 360);
+    // Advice resends nothing; a refusal (topic full) resends what was refused.
+    assert_true(expect_resend ? st.batches_resent_total >= 1 : st.batches_resent_total == 0);
     sl_producer_free(p);
-    assert_log_exact(f, 500);
+    assert_log_exact(f, 200);
     fake_stop(f);
+}
+
+static void
+test_producer_throttle_advice_pauses_without_resend(void **state)
+{
+    (void)state;
+    throttle_case(SL_THROTTLE_MEMORY_BUDGET, false);
+}
+
+static void
+test_producer_throttle_topic_full_resends_after_pause(void **state)
+{
+    (void)state;
+    throttle_case(SL_THROTTLE_TOPIC_FULL, true);
 }
 
 static void
@@ -591,7 +626,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_producer_delivers_within_credit),
-        cmocka_unit_test(test_producer_honours_throttle_retry_after),
+        cmocka_unit_test(test_producer_throttle_advice_pauses_without_resend),
+        cmocka_unit_test(test_producer_throttle_topic_full_resends_after_pause),
         cmocka_unit_test(test_producer_reconnects_without_duplicates),
         cmocka_unit_test(test_producer_eagain_then_room_fd_and_callback),
         cmocka_unit_test(test_producer_blocking_send_times_out_and_close_reports),
