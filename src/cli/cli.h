@@ -17,6 +17,10 @@
 #define SL_CLI_EXIT_UNREACHED  3 // could not connect or the deadline passed
 #define SL_CLI_EXIT_INCOMPLETE 4 // produce: some messages were not acknowledged
 
+// Returned by a command's option parser after printing --help: not an exit code, the command
+// then exits with SL_CLI_EXIT_OK.
+#define SL_CLI_HELP_SHOWN 100
+
 // Default deadline for admin calls and for produce's final flush.
 #define SL_CLI_TIMEOUT_MS_DEFAULT 10000
 

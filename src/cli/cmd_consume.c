@@ -108,7 +108,7 @@ consume_opt(consume_opts *o, int c, FILE *err)
     return r;
 }
 
-// Returns SL_CLI_EXIT_OK to go on, 100 after --help, or an exit code.
+// Returns SL_CLI_EXIT_OK to go on, SL_CLI_HELP_SHOWN after --help, or an exit code.
 static int
 consume_parse(int argc, char **argv, FILE *out, FILE *err, consume_opts *o)
 {
@@ -136,7 +136,7 @@ consume_parse(int argc, char **argv, FILE *out, FILE *err, consume_opts *o)
         }
         if (c == 'h') {
             fputs(consume_usage, out);
-            return 100;
+            return SL_CLI_HELP_SHOWN;
         }
         if (consume_opt(o, c, err) != SL_OK) {
             return SL_CLI_EXIT_USAGE;
@@ -217,7 +217,7 @@ sl_cli_consume(int argc, char **argv, FILE *out, FILE *err)
     memset(&o, 0, sizeof(o));
     int code = consume_parse(argc, argv, out, err, &o);
     if (code != SL_CLI_EXIT_OK) {
-        return code == 100 ? SL_CLI_EXIT_OK : code;
+        return code == SL_CLI_HELP_SHOWN ? SL_CLI_EXIT_OK : code;
     }
     sl_consumer *c = NULL;
     int r = sl_consumer_new(&o.cfg, &c);

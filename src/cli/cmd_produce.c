@@ -117,7 +117,7 @@ produce_opt(produce_opts *o, int c, FILE *err)
     return r;
 }
 
-// Returns SL_CLI_EXIT_OK to go on, 100 after --help, or an exit code.
+// Returns SL_CLI_EXIT_OK to go on, SL_CLI_HELP_SHOWN after --help, or an exit code.
 static int
 produce_parse(int argc, char **argv, FILE *out, FILE *err, produce_opts *o)
 {
@@ -143,7 +143,7 @@ produce_parse(int argc, char **argv, FILE *out, FILE *err, produce_opts *o)
         }
         if (c == 'h') {
             fputs(produce_usage, out);
-            return 100;
+            return SL_CLI_HELP_SHOWN;
         }
         if (produce_opt(o, c, err) != SL_OK) {
             return SL_CLI_EXIT_USAGE;
@@ -292,7 +292,7 @@ sl_cli_produce(int argc, char **argv, FILE *out, FILE *err)
     memset(&o, 0, sizeof(o));
     int code = produce_parse(argc, argv, out, err, &o);
     if (code != SL_CLI_EXIT_OK) {
-        return code == 100 ? SL_CLI_EXIT_OK : code;
+        return code == SL_CLI_HELP_SHOWN ? SL_CLI_EXIT_OK : code;
     }
     produce_state st = {0};
     if (o.ack_log != NULL && (st.ack_log = fopen(o.ack_log, "w")) == NULL) {

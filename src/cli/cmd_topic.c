@@ -37,6 +37,53 @@ parse_policy(FILE *err, const char *text, uint8_t *out)
 }
 
 static int
+topic_opt(topic_opts *o, int c, FILE *err)
+{
+    uint64_t v = 0;
+    int64_t ms = 0;
+    int r = SL_OK;
+    switch (c) {
+    case 'b':
+        o->broker = optarg;
+        break;
+    case 'w':
+        r = sl_cli_parse_ms(err, "topic", "--timeout", optarg, &o->timeout_ms);
+        break;
+    case 'p':
+        r = sl_cli_parse_u64(err, "topic", "--partitions", optarg, &v);
+        if (r == SL_OK && (v == 0 || v > SL_PROTO_PARTITIONS_MAX)) {
+            sl_cli_fail(err, "topic", 0, "--partitions must be 1..%u", SL_PROTO_PARTITIONS_MAX);
+            r = SL_EINVAL;
+        }
+        o->config.partition_count = (uint32_t)v;
+        break;
+    case 'B':
+        r = sl_cli_parse_size(err, "topic", "--max-backlog", optarg, &o->config.max_backlog_bytes);
+        break;
+    case 'L':
+        r = sl_cli_parse_ms(err, "topic", "--max-lag", optarg, &ms);
+        o->config.max_lag_ms = (uint32_t)(ms > UINT32_MAX ? UINT32_MAX : ms);
+        break;
+    case 'P':
+        r = parse_policy(err, optarg, &o->config.full_policy);
+        break;
+    case 'R':
+        r = sl_cli_parse_size(err, "topic", "--retention-bytes", optarg,
+                              &o->config.retention_bytes);
+        break;
+    case 'r':
+        r = sl_cli_parse_ms(err, "topic", "--retention", optarg, &ms);
+        o->config.retention_ms = (uint64_t)ms;
+        break;
+    default:
+        sl_cli_fail(err, "topic", 0, "unknown or incomplete option (see --help)");
+        r = SL_EINVAL;
+        break;
+    }
+    return r;
+}
+
+static int
 topic_parse(int argc, char **argv, FILE *out, FILE *err, topic_opts *o)
 {
     static const struct option longs[] = {{"broker", required_argument, NULL, 'b'},
@@ -58,51 +105,11 @@ topic_parse(int argc, char **argv, FILE *out, FILE *err, topic_opts *o)
         if (c == -1) {
             break;
         }
-        uint64_t v = 0;
-        int64_t ms = 0;
-        int r = SL_OK;
-        switch (c) {
-        case 'b':
-            o->broker = optarg;
-            break;
-        case 'w':
-            r = sl_cli_parse_ms(err, "topic", "--timeout", optarg, &o->timeout_ms);
-            break;
-        case 'p':
-            r = sl_cli_parse_u64(err, "topic", "--partitions", optarg, &v);
-            if (r == SL_OK && (v == 0 || v > SL_PROTO_PARTITIONS_MAX)) {
-                sl_cli_fail(err, "topic", 0, "--partitions must be 1..%u", SL_PROTO_PARTITIONS_MAX);
-                r = SL_EINVAL;
-            }
-            o->config.partition_count = (uint32_t)v;
-            break;
-        case 'B':
-            r = sl_cli_parse_size(err, "topic", "--max-backlog", optarg,
-                                  &o->config.max_backlog_bytes);
-            break;
-        case 'L':
-            r = sl_cli_parse_ms(err, "topic", "--max-lag", optarg, &ms);
-            o->config.max_lag_ms = (uint32_t)(ms > UINT32_MAX ? UINT32_MAX : ms);
-            break;
-        case 'P':
-            r = parse_policy(err, optarg, &o->config.full_policy);
-            break;
-        case 'R':
-            r = sl_cli_parse_size(err, "topic", "--retention-bytes", optarg,
-                                  &o->config.retention_bytes);
-            break;
-        case 'r':
-            r = sl_cli_parse_ms(err, "topic", "--retention", optarg, &ms);
-            o->config.retention_ms = (uint64_t)ms;
-            break;
-        case 'h':
+        if (c == 'h') {
             fputs(topic_usage, out);
-            return SL_CLI_EXIT_OK + 100; // caller: exit 0 now
-        default:
-            sl_cli_fail(err, "topic", 0, "unknown or incomplete option '%s'", argv[optind - 1]);
-            r = SL_EINVAL;
-            break;
+            return SL_CLI_HELP_SHOWN;
         }
+        int r = topic_opt(o, c, err);
         if (r != SL_OK) {
             return SL_CLI_EXIT_USAGE;
         }
@@ -159,7 +166,7 @@ sl_cli_topic(int argc, char **argv, FILE *out, FILE *err)
     topic_opts o = {0};
     int code = topic_parse(argc, argv, out, err, &o);
     if (code != SL_CLI_EXIT_OK) {
-        return code == SL_CLI_EXIT_OK + 100 ? SL_CLI_EXIT_OK : code;
+        return code == SL_CLI_HELP_SHOWN ? SL_CLI_EXIT_OK : code;
     }
     const char *verb = optind < argc ? argv[optind] : NULL;
     const char *name = optind + 1 < argc ? argv[optind + 1] : NULL;
