@@ -175,7 +175,8 @@ SL_API SL_MUST_USE int sl_consumer_dispatch(sl_consumer *c, size_t max, int64_t 
 // any). Never blocks. SL_EINVAL for an offset not yet returned by poll.
 SL_API SL_MUST_USE int sl_consumer_ack(sl_consumer *c, uint64_t offset);
 
-// Readable while records are buffered; drain it (read 8 bytes) before waiting again.
+// Readable exactly while records are buffered (poll() it for POLLIN; never read it: the consumer
+// clears it when its buffer empties). Owned by the consumer.
 SL_API int sl_consumer_ready_fd(sl_consumer *c);
 
 typedef struct sl_consumer_stats {

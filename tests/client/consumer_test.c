@@ -468,15 +468,15 @@ static void
 test_consumer_paused_is_kept_alive_by_heartbeats(void **state)
 {
     (void)state;
-    fake *f = fake_start(100); // evicts after 300 ms of silence
+    fake *f = fake_start(200); // evicts after 600 ms of silence
     sl_consumer_config cfg;
     char broker[64];
     consumer_cfg(&cfg, f, broker, sizeof(broker));
     cfg.prefetch_records = 20;
-    cfg.heartbeat_ms = 100;
+    cfg.heartbeat_ms = 200;
     sl_consumer *c = NULL;
     assert_int_equal(sl_consumer_new(&cfg, &c), SL_OK);
-    usleep(1500 * 1000); // the application takes nothing: demand stops, liveness does not
+    usleep(2000 * 1000); // the application takes nothing: demand stops, liveness does not
     assert_int_equal(fake_get(f, (uint64_t *)&f->delivered), 20);
     pthread_mutex_lock(&f->mu);
     assert_int_equal(f->evictions, 0);
