@@ -95,6 +95,7 @@ enc_open(sl_consumer *c, uint8_t *at, size_t room, size_t *len)
     if (c->have_position) {
         m.start_mode = SL_START_OFFSET; // resume exactly where the buffer ends
         m.start_offset = c->next_fetch;
+        m.partition = c->partition; // the one STREAM_OK resolved (ANY is for group starts)
     }
     return sl_proto_encode_open_consume(at, room, c->stream_id + 2, &m, len);
 }

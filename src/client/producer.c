@@ -237,7 +237,8 @@ producer_open_stream(sl_producer *p)
 {
     uint8_t *at = NULL;
     size_t room = sl__conn_room(&p->io.conn, &at);
-    sl_proto_open_produce msg = {.partition = p->cfg.partition,
+    // A producer id is tied to one partition: after the first STREAM_OK, reopen that one.
+    sl_proto_open_produce msg = {.partition = p->pid != 0 ? p->partition : p->cfg.partition,
                                  .producer_id = p->pid,
                                  .topic = {p->topic, (uint16_t)strlen(p->topic)}};
     size_t len = 0;
