@@ -396,7 +396,8 @@ producer_stream_closed(sl_producer *p, const sl_proto_error *e, int64_t now)
     if (status_retriable(err)) {
         return;
     }
-    p->fatal = err;
+    p->fatal = err; // from now on sends fail with it, so nothing new is buffered
+    producer_seal(p);
     p->unsent = NULL;
     for (uint32_t i = 0; i < UINT32_MAX && p->head != NULL; i++) {
         producer_retire_head(p, err);

@@ -153,6 +153,13 @@ fake_frame(fake *f, fconn *c, const sl_frame *fr, size_t frame_len)
     case SL_FRAME_OPEN_PRODUCE: {
         c->stream = fr->header.stream_id;
         c->granted = c->sent = 0;
+        if (fr->u.open_produce.topic.size == 7 &&
+            memcmp(fr->u.open_produce.topic.data, "missing", 7) == 0) {
+            sl_proto_error e = {.code = sl_proto_code_from_status(SL_ENOENT),
+                                .message = {"no such topic", 13}};
+            assert_int_equal(sl_proto_encode_stream_close(out, cap, c->stream, &e, &len), SL_OK);
+            return fake_send(c->fd, out, len);
+        }
         if (fr->u.open_produce.producer_id == 0 || fr->u.open_produce.producer_id != f->pid) {
             f->pid = f->pid + 100; // a new identity
             f->expected_seq = 0;
@@ -596,6 +603,45 @@ test_producer_blocking_send_times_out_and_close_reports(void **state)
 }
 
 static void
+test_producer_unknown_topic_fails_records_and_sends(void **state)
+{
+    (void)state;
+    fake *f = fake_start(1u << 20);
+    fake_run(f);
+    sl_producer_config cfg;
+    char broker[64];
+    producer_cfg(&cfg, f, broker, sizeof(broker));
+    cfg.topic = "missing";
+    sl_producer *p = NULL;
+    assert_int_equal(sl_producer_new(&cfg, &p), SL_OK);
+    char value[8] = "x";
+    sl_record r = {.value = value, .value_size = 1};
+    int err = SL_OK;
+    uint64_t accepted = 0;
+    int64_t deadline = sl_deadline_after_ms(TEST_WAIT_MS);
+    while (err == SL_OK && sl_now_ns() < deadline) { // until the refusal reaches send
+        err = sl_producer_send(p, &r, SL_DEADLINE_NOW, NULL);
+        accepted += err == SL_OK;
+        usleep(1000);
+    }
+    assert_int_equal(err, SL_ENOENT); // a refusal that can never clear is not retried forever
+    uint64_t failed = 0;
+    while (failed < accepted && sl_now_ns() < deadline) {
+        sl_delivery_report rep[8];
+        size_t n = 0;
+        assert_int_equal(sl_producer_poll_reports(p, rep, 8, sl_deadline_after_ms(100), &n), SL_OK);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(rep[i].err, SL_ENOENT);
+            assert_int_equal(rep[i].offset, SL_OFFSET_NONE);
+            failed += rep[i].record_count;
+        }
+    }
+    assert_int_equal(failed, accepted);
+    sl_producer_free(p);
+    fake_stop(f);
+}
+
+static void
 test_producer_rejects_bad_config(void **state)
 {
     (void)state;
@@ -631,6 +677,7 @@ main(void)
         cmocka_unit_test(test_producer_reconnects_without_duplicates),
         cmocka_unit_test(test_producer_eagain_then_room_fd_and_callback),
         cmocka_unit_test(test_producer_blocking_send_times_out_and_close_reports),
+        cmocka_unit_test(test_producer_unknown_topic_fails_records_and_sends),
         cmocka_unit_test(test_producer_rejects_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
