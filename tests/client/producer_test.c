@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sluice/budget.h>
 #include <sluice/client.h>
 #include <sluice/error.h>
 
@@ -641,6 +642,48 @@ test_producer_unknown_topic_fails_records_and_sends(void **state)
     fake_stop(f);
 }
 
+// Fails each allocation of sl_producer_new and of a send in turn: every failure is SL_ENOMEM and
+// leaves no allocation behind (the producer is closed before nothing listens, so its I/O thread
+// only retries connecting).
+static void
+test_producer_alloc_failures_leave_nothing_behind(void **state)
+{
+    (void)state;
+    sl_producer_config cfg;
+    sl_producer_config_init(&cfg);
+    cfg.broker = "127.0.0.1:1";
+    cfg.topic = "t";
+    int64_t baseline = sl__alloc_bytes_in_use();
+    int ok_at = 0;
+    for (int n = 1; n <= 8 && ok_at == 0; n++) {
+        sl_producer *p = NULL;
+        sl__alloc_fail_after(n);
+        int err = sl_producer_new(&cfg, &p);
+        sl__alloc_fail_after(0);
+        if (err == SL_OK) {
+            ok_at = n;
+            sl_producer_free(p);
+        } else {
+            assert_int_equal(err, SL_ENOMEM);
+        }
+        assert_int_equal(sl__alloc_bytes_in_use(), baseline);
+    }
+    assert_true(ok_at > 1); // at least one allocation was failed and survived
+    sl_producer *p = NULL;
+    assert_int_equal(sl_producer_new(&cfg, &p), SL_OK);
+    sl_record r = {.value = "v", .value_size = 1};
+    sl__alloc_fail_after(1); // the send's batch allocation (or its buffer) fails
+    int err = sl_producer_send(p, &r, SL_DEADLINE_NOW, NULL);
+    sl__alloc_fail_after(0);
+    assert_true(err == SL_ENOMEM || err == SL_OK); // the I/O thread may have taken the failure
+    sl_producer_stats st;
+    sl_producer_stats_get(p, &st);
+    assert_int_equal(st.buffer_used_bytes,
+                     err == SL_OK ? sl_budget_record_cost(sl_record_encoded_size(&r)) : 0);
+    sl_producer_free(p);
+    assert_int_equal(sl__alloc_bytes_in_use(), baseline);
+}
+
 static void
 test_producer_rejects_bad_config(void **state)
 {
@@ -678,6 +721,7 @@ main(void)
         cmocka_unit_test(test_producer_eagain_then_room_fd_and_callback),
         cmocka_unit_test(test_producer_blocking_send_times_out_and_close_reports),
         cmocka_unit_test(test_producer_unknown_topic_fails_records_and_sends),
+        cmocka_unit_test(test_producer_alloc_failures_leave_nothing_behind),
         cmocka_unit_test(test_producer_rejects_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
