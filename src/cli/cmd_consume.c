@@ -16,6 +16,8 @@
 #define CONSUME_POLL_MAX 256u
 // A poll wakes this often to notice Ctrl-C, --idle and --count.
 #define CONSUME_POLL_SLICE_MS 200
+// After this long without a connection, say so once (the consumer keeps trying).
+#define CONSUME_UNREACHED_WARN_MS 3000
 
 static const char consume_usage[] =
     "usage: sluice consume --topic NAME [options]\n"
@@ -169,9 +171,25 @@ sleep_ns(int64_t ns)
     nanosleep(&ts, NULL);
 }
 
-static int
-consume_loop(sl_consumer *c, const consume_opts *o, FILE *out, uint64_t *seen)
+// Says once on stderr that the broker is not reachable yet (the consumer keeps retrying).
+static void
+warn_unreached(sl_consumer *c, FILE *err, bool *warned, int64_t since_ns)
 {
+    if (*warned || sl_now_ns() - since_ns < (int64_t)CONSUME_UNREACHED_WARN_MS * 1000000) {
+        return;
+    }
+    sl_consumer_stats st;
+    sl_consumer_stats_get(c, &st);
+    if (st.client.connects_total == 0) {
+        fprintf(err, "sluice consume: broker not reachable yet; still trying (Ctrl-C to stop)\n");
+        *warned = true;
+    }
+}
+
+static int
+consume_loop(sl_consumer *c, const consume_opts *o, FILE *out, FILE *err_out, uint64_t *seen)
+{
+    bool warned = false;
     sl_consumed recs[CONSUME_POLL_MAX];
     int64_t last_rx = sl_now_ns();
     int64_t next_slot = sl_now_ns(); // --rate: when the next record may be processed
@@ -190,6 +208,7 @@ consume_loop(sl_consumer *c, const consume_opts *o, FILE *out, uint64_t *seen)
             if (o->idle_ms > 0 && sl_now_ns() - last_rx >= o->idle_ms * 1000000) {
                 return SL_ETIMEDOUT;
             }
+            warn_unreached(c, err_out, &warned, last_rx);
             continue;
         }
         if (err != SL_OK) {
@@ -226,12 +245,12 @@ sl_cli_consume(int argc, char **argv, FILE *out, FILE *err)
                            sl_strerror(r));
     }
     uint64_t seen = 0;
-    r = consume_loop(c, &o, out, &seen);
+    r = consume_loop(c, &o, out, err, &seen);
     fflush(out);
     sl_consumer_stats s;
     sl_consumer_stats_get(c, &s);
     sl_consumer_free(c); // commits what was printed (auto ack)
-    if (r == SL_ETIMEDOUT && s.client.connects_total == 0) {
+    if (s.client.connects_total == 0) { // interrupted or idle without ever connecting
         return sl_cli_fail(err, "consume", SL_CLI_EXIT_UNREACHED, "broker not reached");
     }
     if (r != SL_OK && r != SL_ETIMEDOUT) {
