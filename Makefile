@@ -8,6 +8,7 @@
 #   make fuzz     run each libFuzzer target for FUZZ_SECONDS
 #   make format / make lint / make install PREFIX=... / make clean
 
+MAKEFLAGS   += --no-print-directory
 BUILD       ?= build
 JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX      ?= /usr/local
@@ -27,7 +28,7 @@ deps:
 	@scripts/deps.sh
 
 build: deps
-	@$(call CONFIGURE,$(BUILD),-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+	@$(call CONFIGURE,$(BUILD),-DCMAKE_BUILD_TYPE=RelWithDebInfo -DSL_BUILD_BENCH=ON)
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build

@@ -8,7 +8,7 @@
 
 #include "core/util.h"
 
-_Static_assert(SL_THROTTLE_QUOTA < 8, "reasons fit the 3-bit wire field");
+_Static_assert(SL_ADMIT_REASON_QUOTA < 8, "reasons fit in a byte with room to spare");
 
 void
 sl_admission_config_default(sl_admission_config *c)
@@ -73,7 +73,7 @@ sl_admission_decide(const sl_admission_config *c, const sl_admission_input *in,
     double delay_from = c->delay_acks_from_pct / 100.0;
     uint64_t window = sl_admission_window_for(c, in->produce_bytes_per_s, in->round_trip_us);
     out->pressure = pressure;
-    out->reason = pressure >= shrink_from && worst != NULL ? worst->reason : SL_THROTTLE_NONE;
+    out->reason = pressure >= shrink_from && worst != NULL ? worst->reason : SL_ADMIT_REASON_NONE;
     out->ack_delay_ms = 0;
     out->retry_after_ms = 0;
     if (pressure < shrink_from) {
@@ -95,7 +95,7 @@ sl_admission_decide(const sl_admission_config *c, const sl_admission_input *in,
         double excess = (double)worst->used - shrink_from * (double)worst->capacity;
         double ms = in->drain_bytes_per_s > 0.0 ? excess / in->drain_bytes_per_s * 1000.0
                                                 : (double)c->retry_after_max_ms;
-        if (worst->reason == SL_THROTTLE_MAX_LAG) {
+        if (worst->reason == SL_ADMIT_REASON_MAX_LAG) {
             // used/capacity are milliseconds of lag: the excess is already a time.
             ms = excess;
         }
@@ -146,20 +146,20 @@ sl_fair_share(uint64_t capacity, const uint64_t *demands, size_t n, uint64_t *sh
 }
 
 const char *
-sl_throttle_reason_name(sl_throttle_reason reason)
+sl_admission_reason_name(sl_admission_reason reason)
 {
     switch (reason) {
-    case SL_THROTTLE_NONE:
+    case SL_ADMIT_REASON_NONE:
         return "none";
-    case SL_THROTTLE_MEMORY_BUDGET:
+    case SL_ADMIT_REASON_MEMORY_BUDGET:
         return "memory_budget";
-    case SL_THROTTLE_DISK_BUDGET:
+    case SL_ADMIT_REASON_DISK_BUDGET:
         return "disk_budget";
-    case SL_THROTTLE_BACKLOG:
+    case SL_ADMIT_REASON_BACKLOG:
         return "backlog";
-    case SL_THROTTLE_MAX_LAG:
+    case SL_ADMIT_REASON_MAX_LAG:
         return "max_lag";
-    case SL_THROTTLE_QUOTA:
+    case SL_ADMIT_REASON_QUOTA:
         return "quota";
     }
     return "unknown";

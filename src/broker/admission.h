@@ -10,14 +10,14 @@
 #include <stdint.h>
 
 // Why a producer is slowed; travels in THROTTLE frames and metrics labels.
-typedef enum sl_throttle_reason {
-    SL_THROTTLE_NONE = 0,
-    SL_THROTTLE_MEMORY_BUDGET = 1, // broker or topic memory budget
-    SL_THROTTLE_DISK_BUDGET = 2,   // topic or global disk budget (lossless: nothing is deleted)
-    SL_THROTTLE_BACKLOG = 3,       // topic max_backlog_bytes
-    SL_THROTTLE_MAX_LAG = 4,       // topic max_lag: slowest group too far behind in time
-    SL_THROTTLE_QUOTA = 5,         // a configured rate quota
-} sl_throttle_reason;
+typedef enum sl_admission_reason {
+    SL_ADMIT_REASON_NONE = 0,
+    SL_ADMIT_REASON_MEMORY_BUDGET = 1, // broker or topic memory budget
+    SL_ADMIT_REASON_DISK_BUDGET = 2,   // topic or global disk budget (lossless: nothing is deleted)
+    SL_ADMIT_REASON_BACKLOG = 3,       // topic max_backlog_bytes
+    SL_ADMIT_REASON_MAX_LAG = 4,       // topic max_lag: slowest group too far behind in time
+    SL_ADMIT_REASON_QUOTA = 5,         // a configured rate quota
+} sl_admission_reason;
 
 typedef enum sl_admission_level {
     SL_ADMIT_GRANT = 0,      // full, time-sized window
@@ -28,7 +28,7 @@ typedef enum sl_admission_level {
 
 // One constraint: used against capacity (bytes, or ms for max_lag). capacity 0: not configured.
 typedef struct sl_admission_constraint {
-    sl_throttle_reason reason;
+    sl_admission_reason reason;
     uint64_t used;
     uint64_t capacity;
 } sl_admission_constraint;
@@ -55,7 +55,7 @@ typedef struct sl_admission_config {
 
 typedef struct sl_admission_decision {
     sl_admission_level level;
-    sl_throttle_reason reason; // the most constraining budget, NONE below shrink_from_pct
+    sl_admission_reason reason; // the most constraining budget, NONE below shrink_from_pct
     double pressure;           // max over constraints of used / capacity
     uint64_t window_bytes;     // credit the stream may have outstanding; 0 when throttled
     int64_t ack_delay_ms;      // 0 unless DELAY_ACKS
@@ -83,6 +83,6 @@ void sl_admission_decide(const sl_admission_config *config, const sl_admission_i
 #define SL_FAIR_SHARE_MAX 4096
 void sl_fair_share(uint64_t capacity, const uint64_t *demands, size_t n, uint64_t *shares_out);
 
-const char *sl_throttle_reason_name(sl_throttle_reason reason);
+const char *sl_admission_reason_name(sl_admission_reason reason);
 
 #endif

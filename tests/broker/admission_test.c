@@ -9,7 +9,7 @@ static sl_admission_input
 input_at(uint64_t used, uint64_t capacity)
 {
     sl_admission_input in = {
-        .constraints = {{.reason = SL_THROTTLE_MEMORY_BUDGET, .used = used, .capacity = capacity}},
+        .constraints = {{.reason = SL_ADMIT_REASON_MEMORY_BUDGET, .used = used, .capacity = capacity}},
         .constraint_count = 1,
         .drain_bytes_per_s = 1e6,
         .produce_bytes_per_s = 50e6,
@@ -53,11 +53,11 @@ test_admission_escalates_in_order_and_window_never_grows(void **state)
     sl_admission_decision d;
     sl_admission_decide(&c, &in, &d);
     assert_int_equal(d.level, SL_ADMIT_GRANT);
-    assert_int_equal(d.reason, SL_THROTTLE_NONE);
+    assert_int_equal(d.reason, SL_ADMIT_REASON_NONE);
     in = input_at(900, 1000);
     sl_admission_decide(&c, &in, &d);
     assert_int_equal(d.level, SL_ADMIT_SHRINK);
-    assert_int_equal(d.reason, SL_THROTTLE_MEMORY_BUDGET);
+    assert_int_equal(d.reason, SL_ADMIT_REASON_MEMORY_BUDGET);
     in = input_at(970, 1000);
     sl_admission_decide(&c, &in, &d);
     assert_int_equal(d.level, SL_ADMIT_DELAY_ACKS);
@@ -99,19 +99,19 @@ test_admission_names_the_tightest_constraint(void **state)
     sl_admission_config c;
     sl_admission_config_default(&c);
     sl_admission_input in = {
-        .constraints = {{SL_THROTTLE_MEMORY_BUDGET, 10, 100},
-                        {SL_THROTTLE_DISK_BUDGET, 99, 100},
-                        {SL_THROTTLE_BACKLOG, 5, 0}}, // capacity 0: not configured
+        .constraints = {{SL_ADMIT_REASON_MEMORY_BUDGET, 10, 100},
+                        {SL_ADMIT_REASON_DISK_BUDGET, 99, 100},
+                        {SL_ADMIT_REASON_BACKLOG, 5, 0}}, // capacity 0: not configured
         .constraint_count = 3,
         .drain_bytes_per_s = 1e6,
     };
     sl_admission_decision d;
     sl_admission_decide(&c, &in, &d);
-    assert_int_equal(d.reason, SL_THROTTLE_DISK_BUDGET);
+    assert_int_equal(d.reason, SL_ADMIT_REASON_DISK_BUDGET);
     assert_int_equal(d.level, SL_ADMIT_DELAY_ACKS);
-    in.constraints[2] = (sl_admission_constraint){SL_THROTTLE_MAX_LAG, 3000, 2000}; // 1 s over
+    in.constraints[2] = (sl_admission_constraint){SL_ADMIT_REASON_MAX_LAG, 3000, 2000}; // 1 s over
     sl_admission_decide(&c, &in, &d);
-    assert_int_equal(d.reason, SL_THROTTLE_MAX_LAG);
+    assert_int_equal(d.reason, SL_ADMIT_REASON_MAX_LAG);
     assert_int_equal(d.level, SL_ADMIT_THROTTLE);
     assert_int_equal(d.retry_after_ms, 3000 - 1600);
 }

@@ -1,0 +1,656 @@
+// Flow control, both directions. Produce: credit is granted in cumulative bytes, reserved from the
+// topic's memory budget before it is granted (so what producers may send always fits), sized from
+// the admission decision and capped by a max-min fair share; acks are held back and THROTTLE sent
+// as pressure rises (law 3). Consume: deliveries never exceed the records and bytes requested,
+// and a connection's queued writes never exceed its allowance (a consumer that does not read only
+// stalls itself).
+#include "broker/broker.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sluice/batch.h>
+#include <sluice/error.h>
+
+#include "core/util.h"
+
+// Credit is topped up only when less than this fraction of the target window is outstanding, so a
+// busy stream gets a few large CREDIT frames instead of one per PRODUCE.
+#define CREDIT_TOPUP_DIVISOR 2u
+// Smallest grant worth a frame.
+#define CREDIT_GRANT_MIN_BYTES 4096u
+// Round trip assumed for window sizing (credit sent -> PRODUCE back), commit latency included.
+#define ROUND_TRIP_LOG_US   5000
+#define ROUND_TRIP_FSYNC_US 20000
+// Frame bytes reserved for the fixed part of a DELIVER or ACK.
+#define DELIVER_HEADER_BYTES 64u
+#define CONTROL_BYTES        256u
+
+static uint8_t
+wire_reason(sl_admission_reason r)
+{
+    switch (r) {
+    case SL_ADMIT_REASON_MEMORY_BUDGET:
+        return SL_THROTTLE_MEMORY_BUDGET;
+    case SL_ADMIT_REASON_DISK_BUDGET:
+        return SL_THROTTLE_DISK_BUDGET;
+    case SL_ADMIT_REASON_BACKLOG:
+    case SL_ADMIT_REASON_MAX_LAG:
+        return SL_THROTTLE_TOPIC_FULL;
+    case SL_ADMIT_REASON_QUOTA:
+        return SL_THROTTLE_QUOTA;
+    case SL_ADMIT_REASON_NONE:
+        break;
+    }
+    return SL_THROTTLE_MEMORY_BUDGET;
+}
+
+// ---- sending -----------------------------------------------------------------------------------
+
+static bool
+send_ack(sl_stream *s, const sl_pending_ack *a)
+{
+    sl_conn *c = s->conn;
+    sl_write *w = sl_conn_write_alloc(c, CONTROL_BYTES);
+    if (w == NULL) {
+        return false;
+    }
+    sl_proto_ack ack = {.seq_end = a->seq_end,
+                        .acks = a->acks,
+                        .base_offset = a->base_offset,
+                        .last_offset = a->last_offset};
+    size_t len = 0;
+    if (sl_proto_encode_ack(w->data, CONTROL_BYTES, s->id, &ack, &len) != SL_OK) {
+        sl_budget_release(c->budget, w->charged_bytes, 0);
+        sl_free(w, w->charged_bytes);
+        return false;
+    }
+    w->size = len;
+    sl_conn_write(c, w);
+    s->acked_seq = a->seq_end;
+    return true;
+}
+
+// Sends held ACKs whose time has come (all of them when force).
+static void
+flush_acks(sl_stream *s, int64_t now, bool force)
+{
+    while (s->pending_ack_count > 0 && (force || now >= s->ack_hold_until_ns)) {
+        sl_pending_ack *a = &s->pending_acks[s->pending_ack_head];
+        if (!send_ack(s, a)) {
+            return; // send allowance full: the tick tries again
+        }
+        s->pending_ack_head = (s->pending_ack_head + 1) % SL_BROKER_PENDING_ACKS;
+        s->pending_ack_count--;
+    }
+}
+
+static void
+queue_ack(sl_stream *s, const sl_pending_ack *a, int64_t now)
+{
+    bool hold = s->decision.level == SL_ADMIT_DELAY_ACKS && s->decision.ack_delay_ms > 0;
+    if (s->pending_ack_count == SL_BROKER_PENDING_ACKS) {
+        flush_acks(s, now, true);
+    }
+    if (s->pending_ack_count == SL_BROKER_PENDING_ACKS) {
+        return; // cannot even queue: the ACK is cumulative, a later one covers it
+    }
+    uint32_t slot = (s->pending_ack_head + s->pending_ack_count) % SL_BROKER_PENDING_ACKS;
+    s->pending_acks[slot] = *a;
+    s->pending_ack_count++;
+    if (hold) {
+        if (s->pending_ack_count == 1) {
+            s->ack_hold_until_ns = now + s->decision.ack_delay_ms * 1000000;
+        }
+        s->topic->stats.acks_delayed++;
+        return;
+    }
+    flush_acks(s, now, true);
+}
+
+static void
+send_throttle(sl_stream *s, int64_t now)
+{
+    const sl_admission_decision *d = &s->decision;
+    if (s->throttle_sent_ns != 0 && now - s->throttle_sent_ns < d->retry_after_ms * 1000000) {
+        return;
+    }
+    char msg[160];
+    int n = snprintf(msg, sizeof(msg), "topic %s: %s at %.0f%%; retry in %" PRId64 " ms",
+                     s->topic->name, sl_admission_reason_name(d->reason), d->pressure * 100,
+                     d->retry_after_ms);
+    sl_proto_throttle t = {.reason = wire_reason(d->reason),
+                           .retry_after_ms = (uint32_t)d->retry_after_ms,
+                           .message = {.data = msg, .size = (uint16_t)SL_MAX(n, 0)}};
+    sl_write *w = sl_conn_write_alloc(s->conn, CONTROL_BYTES);
+    if (w == NULL) {
+        return;
+    }
+    size_t len = 0;
+    if (sl_proto_encode_throttle(w->data, CONTROL_BYTES, s->id, &t, &len) != SL_OK) {
+        sl_budget_release(s->conn->budget, w->charged_bytes, 0);
+        sl_free(w, w->charged_bytes);
+        return;
+    }
+    w->size = len;
+    sl_conn_write(s->conn, w);
+    s->throttle_sent_ns = now;
+    s->topic->stats.throttles[t.reason]++;
+}
+
+// ---- produce -----------------------------------------------------------------------------------
+
+static void
+admission_input(const sl_stream *s, sl_admission_input *in)
+{
+    sl_topic *t = s->topic;
+    sl_broker *b = t->broker;
+    memset(in, 0, sizeof(*in));
+    sl_budget_stats st;
+    size_t n = 0;
+    sl_budget_stats_get(t->memory, &st);
+    in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_MEMORY_BUDGET, st.used_bytes,
+                                                     st.capacity_bytes};
+    sl_budget_stats_get(b->memory, &st);
+    in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_MEMORY_BUDGET, st.used_bytes,
+                                                     st.capacity_bytes};
+    sl_budget_stats_get(t->disk, &st);
+    in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_DISK_BUDGET, st.used_bytes,
+                                                     st.capacity_bytes};
+    uint64_t backlog = 0;
+    for (uint32_t i = 0; i < t->config.partition_count; i++) {
+        backlog += sl_partition_backlog_bytes(&t->partitions[i]);
+    }
+    double drain = t->drain_bytes.per_s;
+    in->drain_bytes_per_s = drain;
+    in->produce_bytes_per_s = s->accepted_bytes.per_s;
+    in->round_trip_us = s->acks == SL_ACKS_FSYNC ? ROUND_TRIP_FSYNC_US : ROUND_TRIP_LOG_US;
+    if (t->config.full_policy == SL_FULL_DROP_OLDEST) {
+        // Lossy by choice: retention deletes the oldest data instead of slowing producers; only
+        // memory (and the disk budget, which retention keeps clear) can push back.
+        in->constraint_count = n;
+        return;
+    }
+    in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_BACKLOG, backlog,
+                                                     t->config.max_backlog_bytes};
+    if (t->config.max_lag_ms > 0) {
+        // Lag in time at the current drain rate; nothing draining counts as far behind.
+        uint64_t lag_ms = backlog == 0 ? 0
+                          : drain > 1.0 ? (uint64_t)((double)backlog / drain * 1000.0)
+                                        : (uint64_t)t->config.max_lag_ms * 2;
+        in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_MAX_LAG, lag_ms,
+                                                         t->config.max_lag_ms};
+    }
+    in->constraint_count = n;
+}
+
+static bool
+send_credit(sl_stream *s)
+{
+    sl_write *w = sl_conn_write_alloc(s->conn, CONTROL_BYTES);
+    if (w == NULL) {
+        return false;
+    }
+    sl_proto_credit cr = {.granted_total_bytes = s->granted_total};
+    size_t len = 0;
+    if (sl_proto_encode_credit(w->data, CONTROL_BYTES, s->id, &cr, &len) != SL_OK) {
+        sl_budget_release(s->conn->budget, w->charged_bytes, 0);
+        sl_free(w, w->charged_bytes);
+        return false;
+    }
+    w->size = len;
+    sl_conn_write(s->conn, w);
+    return true;
+}
+
+void
+sl_flow_replenish(sl_stream *s, int64_t now)
+{
+    if (s->kind != SL_STREAM_PRODUCE || s->conn->closing) {
+        return;
+    }
+    sl_admission_input in;
+    admission_input(s, &in);
+    sl_admission_decide(&s->topic->broker->admission, &in, &s->decision);
+    if (s->decision.level == SL_ADMIT_THROTTLE) {
+        // Under block, only a producer that has nothing left to send needs to be told to wait;
+        // under reject, every producer is told at once (its client fails sends with the hint).
+        if (s->granted_total == s->received_total ||
+            s->topic->config.full_policy == SL_FULL_REJECT) {
+            send_throttle(s, now);
+        }
+        return;
+    }
+    uint64_t target = s->decision.window_bytes;
+    if (s->fair_cap != 0) {
+        target = SL_MIN(target, SL_MAX(s->fair_cap, (uint64_t)CREDIT_GRANT_MIN_BYTES));
+    }
+    uint64_t outstanding = s->granted_total - s->received_total;
+    if (outstanding * CREDIT_TOPUP_DIVISOR > target) {
+        return;
+    }
+    uint64_t delta = target - outstanding;
+    // Take what the budget can give, halving down to the smallest useful grant.
+    while (delta >= CREDIT_GRANT_MIN_BYTES &&
+           sl_budget_reserve(s->topic->memory, delta, 0) != SL_OK) {
+        delta /= 2;
+    }
+    if (delta < CREDIT_GRANT_MIN_BYTES) {
+        if (outstanding == 0) {
+            s->decision.level = SL_ADMIT_THROTTLE;
+            s->decision.reason = SL_ADMIT_REASON_MEMORY_BUDGET;
+            s->decision.retry_after_ms = s->topic->broker->admission.retry_after_min_ms;
+            send_throttle(s, now);
+        }
+        return;
+    }
+    s->granted_total += delta;
+    s->credit_reserved += delta;
+    if (!send_credit(s)) {
+        s->granted_total -= delta;
+        s->credit_reserved -= delta;
+        sl_budget_release(s->topic->memory, delta, 0);
+        return;
+    }
+    s->topic->stats.credit_granted_bytes += delta;
+}
+
+// Stream-level failure: tell the producer and close the stream.
+static void
+produce_fail(sl_stream *s, int status, const char *msg)
+{
+    sl_conn_send_error(s->conn, s->id, status, 0, 0, "%s", msg);
+}
+
+int
+sl_flow_produce_frame(sl_stream *s, const sl_frame *f)
+{
+    const sl_proto_produce *pr = &f->u.produce;
+    sl_conn *c = s->conn;
+    sl_topic *t = s->topic;
+    sl_partition *p = s->part;
+    uint64_t frame_bytes = SL_PROTO_FRAME_HEADER_BYTES + (uint64_t)f->header.length;
+    SL_ASSERT(s->received_total + frame_bytes <= s->granted_total); // checked before decoding
+    // Validate every batch (CRC and framing) and find the ones not yet stored (a resend after a
+    // reconnect starts below next_seq).
+    sl_proto_cursor cur;
+    sl_proto_batches_init(&cur, &pr->batches);
+    const uint8_t *batch = NULL;
+    sl_batch_header h;
+    uint32_t seq = pr->first_seq;
+    size_t keep_from = SIZE_MAX;
+    uint32_t keep_seq = 0;
+    uint32_t dup_records = 0;
+    bool failed = false;
+    int rc;
+    while ((rc = sl_proto_batches_next(&cur, &batch, &h)) == SL_OK) {
+        sl_batch_header full;
+        if (sl_batch_validate(batch, h.length, &full) != SL_OK) {
+            produce_fail(s, SL_ECORRUPT, "a batch failed its CRC or framing check; "
+                                         "nothing from this frame was stored");
+            failed = true;
+            goto consumed;
+        }
+        int32_t ahead = (int32_t)(seq - s->next_seq);
+        if (keep_from == SIZE_MAX && ahead >= 0) {
+            if (ahead > 0) {
+                produce_fail(s, SL_EPROTO, "producer sequence gap: records are missing "
+                                           "before this frame");
+                failed = true;
+                goto consumed;
+            }
+            keep_from = (size_t)(batch - pr->batches.data);
+            keep_seq = seq;
+        } else if (keep_from == SIZE_MAX) {
+            if ((int32_t)(seq + h.record_count - s->next_seq) > 0) {
+                produce_fail(s, SL_EPROTO, "a resent batch overlaps the stored sequence");
+                failed = true;
+                goto consumed;
+            }
+            dup_records += h.record_count;
+        }
+        seq += h.record_count;
+    }
+    if (dup_records > 0) {
+        t->stats.duplicates_dropped += dup_records;
+        sl_producer_slot *slot = sl_partition_producer(p, s->producer_id, false);
+        if (slot != NULL && keep_from == SIZE_MAX &&
+            (int32_t)(seq - slot->stored_seq) <= 0) {
+            sl_pending_ack a = {.seq_end = slot->stored_seq,
+                                .acks = pr->acks,
+                                .base_offset = slot->last_offset,
+                                .last_offset = slot->last_offset};
+            queue_ack(s, &a, sl_now_ns());
+        }
+    }
+    if (keep_from == SIZE_MAX) {
+        goto consumed;
+    }
+    size_t keep_bytes = pr->batches.size_bytes - keep_from;
+    size_t need = sizeof(sl_store_req) + keep_bytes;
+    // The frame's credit is already reserved; reserve only what the bookkeeping adds beyond it.
+    uint64_t extra = need > frame_bytes ? need - frame_bytes : 0;
+    if (extra > 0 && sl_budget_reserve(t->memory, extra, 0) != SL_OK) {
+        return SL_EFULL;
+    }
+    sl_store_req *r = sl_alloc(need);
+    if (r == NULL) {
+        sl_budget_release(t->memory, extra, 0);
+        return SL_EFULL;
+    }
+    memset(r, 0, sizeof(*r));
+    memcpy(r->data, pr->batches.data + keep_from, keep_bytes);
+    r->size = keep_bytes;
+    r->part = p;
+    r->conn = c;
+    r->stream_id = s->id;
+    r->producer_id = s->producer_id;
+    r->first_seq = keep_seq;
+    r->record_count = seq - keep_seq;
+    r->acks = pr->acks;
+    r->charged = frame_bytes + extra;
+    s->received_total += frame_bytes;
+    s->credit_reserved -= frame_bytes;
+    s->next_seq = seq;
+    s->acks = pr->acks;
+    s->accepted_bytes.total += keep_bytes;
+    sl_producer_slot *slot = sl_partition_producer(p, s->producer_id, true);
+    slot->next_seq = seq;
+    slot->stream = s;
+    c->refs++;
+    t->refs++;
+    t->stats.produce_frames++;
+    t->stats.records_in += r->record_count;
+    t->stats.bytes_in += keep_bytes;
+    t->stats.batches_in += pr->batches.batch_count;
+    sl_storage_submit(&t->broker->storage, r);
+    return SL_OK;
+
+consumed:
+    // The frame is used up without a request: its credit goes back to the budget.
+    s->received_total += frame_bytes;
+    s->credit_reserved -= frame_bytes;
+    sl_budget_release(t->memory, frame_bytes, 0);
+    if (failed) {
+        sl_conn_stream_close(c, s);
+    }
+    return SL_OK;
+}
+
+void
+sl_flow_store_done(sl_broker *b, sl_store_req *r)
+{
+    sl_partition *p = r->part;
+    sl_topic *t = p->topic;
+    int64_t now = sl_now_ns();
+    sl_budget_release(t->memory, r->charged, 0);
+    if (r->status == SL_OK) {
+        p->end_offset = SL_MAX(p->end_offset, r->end_offset);
+        if (r->flushed) {
+            p->durable_offset = SL_MAX(p->durable_offset, r->end_offset);
+        }
+        p->stored_bytes_total += r->size;
+        p->stored_records_total += r->record_count;
+        p->in_bytes.total += r->size;
+        p->in_records.total += r->record_count;
+    } else {
+        t->stats.append_failures++;
+    }
+    // The ACK goes to the producer's current stream: the one that sent this, or the one it
+    // reconnected with (its resend of this request was recognised as a duplicate).
+    sl_stream *s = NULL;
+    sl_producer_slot *slot = sl_partition_producer(p, r->producer_id, false);
+    if (slot != NULL && r->status == SL_OK) {
+        slot->stored_seq = r->first_seq + r->record_count;
+        slot->last_offset = r->end_offset - 1;
+        slot->last_used_tick = b->tick_count;
+    }
+    if (slot != NULL) {
+        s = slot->stream;
+    }
+    if (s != NULL && !s->conn->closing) {
+        if (r->status != SL_OK) {
+            char why[400];
+            snprintf(why, sizeof(why), "append to partition %" PRIu32 " of %s failed: %s",
+                     p->index, t->name, sl_strerror(r->status));
+            sl_conn_send_error(s->conn, s->id, r->status == SL_ENOSPC ? SL_EFULL : r->status,
+                               r->status == SL_EFULL ? SL_THROTTLE_DISK_BUDGET : 0,
+                               (uint32_t)b->admission.retry_after_max_ms, "%s", why);
+            sl_conn_stream_close(s->conn, s);
+            s = NULL;
+        } else if (r->acks != SL_ACKS_NONE) {
+            sl_pending_ack a = {.seq_end = r->first_seq + r->record_count,
+                                .acks = r->flushed ? SL_ACKS_FSYNC : r->acks,
+                                .base_offset = r->base_offset,
+                                .last_offset = r->end_offset - 1};
+            queue_ack(s, &a, now);
+        }
+        if (s != NULL) {
+            sl_flow_replenish(s, now);
+        }
+    }
+    if (r->status == SL_OK) {
+        sl_flow_partition_grew(p);
+    }
+    sl_conn_unref(r->conn);
+    sl_topic_unref(t);
+    sl_free(r, sizeof(*r) + r->size);
+}
+
+void
+sl_flow_stream_closed(sl_stream *s)
+{
+    if (s->kind == SL_STREAM_PRODUCE) {
+        sl_budget_release(s->topic->memory, s->credit_reserved, 0);
+        s->credit_reserved = 0;
+        s->topic->producer_count--;
+        sl_producer_slot *slot = sl_partition_producer(s->part, s->producer_id, false);
+        if (slot != NULL && slot->stream == s) {
+            slot->stream = NULL;
+        }
+        return;
+    }
+    sl_stream **link = &s->part->consumers;
+    while (*link != NULL && *link != s) {
+        link = &(*link)->part_next;
+    }
+    if (*link == s) {
+        *link = s->part_next;
+    }
+    sl_flow_update_low_position(s->part);
+}
+
+// ---- consume -----------------------------------------------------------------------------------
+
+void
+sl_flow_update_low_position(sl_partition *p)
+{
+    if (p->consumers == NULL) {
+        return; // keep the last known position: an absent consumer still has a backlog
+    }
+    uint64_t low = UINT64_MAX;
+    uint64_t committed = UINT64_MAX;
+    for (sl_stream *s = p->consumers; s != NULL; s = s->part_next) {
+        low = SL_MIN(low, s->position);
+        committed = SL_MIN(committed, s->committed);
+    }
+    p->low_position = low;
+    sl_log_set_low_watermark(p->log, committed);
+}
+
+static int
+encode_deliver(sl_stream *s, const uint8_t *data, size_t size, uint16_t batch_count,
+               uint64_t first, uint64_t end)
+{
+    sl_conn *c = s->conn;
+    size_t cap = DELIVER_HEADER_BYTES + size;
+    sl_write *w = sl_conn_write_alloc(c, cap);
+    if (w == NULL) {
+        return SL_EFULL;
+    }
+    sl_proto_deliver d = {.first_offset = first,
+                          .end_offset = end,
+                          .log_end_offset = s->part->end_offset,
+                          .batches = {.data = data, .size_bytes = size, .batch_count = batch_count}};
+    size_t len = 0;
+    int rc = sl_proto_encode_deliver(w->data, cap, s->id, &d, &len);
+    if (rc != SL_OK) {
+        sl_budget_release(c->budget, w->charged_bytes, 0);
+        sl_free(w, w->charged_bytes);
+        return rc;
+    }
+    w->size = len;
+    sl_conn_write(c, w);
+    return SL_OK;
+}
+
+void
+sl_flow_deliver(sl_stream *s)
+{
+    sl_conn *c = s->conn;
+    sl_partition *p = s->part;
+    sl_broker *b = c->broker;
+    if (c->closing || s->kind != SL_STREAM_CONSUME) {
+        return;
+    }
+    // Bounded: each pass delivers at least one record or stops.
+    while (s->demand_records > 0 && s->demand_bytes > 0 && s->position < p->end_offset) {
+        if (c->write_queued_bytes > b->config.connection_buffer_bytes / 2) {
+            return; // resumes from the write callback
+        }
+        size_t max_bytes = SL_MIN(s->demand_bytes, (uint64_t)SL_BROKER_DELIVER_BYTES_MAX);
+        size_t cap = SL_MIN(b->scratch_size, (size_t)c->max_frame - DELIVER_HEADER_BYTES);
+        size_t len = 0;
+        int rc = sl_log_read(p->log, s->position, SL_MIN(max_bytes, cap), b->scratch, cap, &len);
+        uint64_t start = sl_log_start_offset(p->log);
+        if (rc == SL_ERANGE && s->position < start &&
+            s->topic->config.full_policy == SL_FULL_DROP_OLDEST) {
+            // The topic chose to drop its oldest data: skip to what is left, and count the loss.
+            uint64_t lost = start - s->position;
+            s->topic->stats.records_dropped += lost;
+            sl_broker_log(b, 1,
+                          "topic %s partition %" PRIu32 ": consumer on stream %" PRIu32
+                          " skipped %" PRIu64 " records dropped by the drop_oldest policy "
+                          "(offsets %" PRIu64 "..%" PRIu64 ")",
+                          s->topic->name, p->index, s->id, lost, s->position, start - 1);
+            s->position = start;
+            continue;
+        }
+        if (rc == SL_ERANGE || rc == SL_ECORRUPT || rc == SL_ETOOBIG) {
+            sl_conn_send_error(c, s->id, rc, 0, 0,
+                               rc == SL_ERANGE ? "offset %" PRIu64 " is no longer in the log"
+                               : rc == SL_ECORRUPT
+                                   ? "the batch at offset %" PRIu64 " is corrupt on disk"
+                                   : "the batch at offset %" PRIu64 " is larger than a frame",
+                               s->position);
+            s->demand_records = 0;
+            return;
+        }
+        if (rc != SL_OK || len == 0) {
+            break;
+        }
+        // Walk the batches read: cut at the requested record count (the consumer skips records
+        // past end_offset, so a partial batch is fine).
+        size_t used = 0;
+        uint16_t count = 0;
+        uint64_t end = s->position;
+        while (used < len && s->demand_records > end - s->position) {
+            sl_batch_header h;
+            if (sl_batch_header_decode(b->scratch + used, len - used, &h) != SL_OK) {
+                break;
+            }
+            uint64_t batch_end = h.base_offset + h.record_count;
+            uint64_t limit = s->position + s->demand_records;
+            end = SL_MIN(batch_end, limit);
+            used += h.length;
+            count++;
+        }
+        if (count == 0 || end <= s->position) {
+            break;
+        }
+        if (encode_deliver(s, b->scratch, used, count, s->position, end) != SL_OK) {
+            return; // send allowance full: resumes from the write callback
+        }
+        uint64_t records = end - s->position;
+        s->demand_records -= records;
+        s->demand_bytes -= SL_MIN(s->demand_bytes, (uint64_t)used);
+        s->delivered_records += records;
+        s->position = end;
+        s->topic->stats.records_out += records;
+        s->topic->stats.bytes_out += used;
+        p->out_bytes.total += used;
+        s->topic->drain_bytes.total += used;
+    }
+    s->waiting_data = s->position >= p->end_offset;
+    sl_flow_update_low_position(p);
+}
+
+void
+sl_flow_partition_grew(sl_partition *p)
+{
+    for (sl_stream *s = p->consumers; s != NULL; s = s->part_next) {
+        if (s->demand_records > 0) {
+            sl_flow_deliver(s);
+        }
+    }
+}
+
+// ---- the tick ----------------------------------------------------------------------------------
+
+// Max-min fair shares of each topic's credit among its producer streams, from the windows they
+// would get alone.
+static void
+fair_shares(sl_broker *b)
+{
+    enum { SHARE_STREAMS_MAX = 256 };
+    for (sl_topic *t = b->topics; t != NULL; t = t->next) {
+        if (t->producer_count < 2) {
+            continue;
+        }
+        sl_stream *streams[SHARE_STREAMS_MAX];
+        uint64_t demands[SHARE_STREAMS_MAX];
+        uint64_t shares[SHARE_STREAMS_MAX];
+        size_t n = 0;
+        for (sl_conn *c = b->conns; c != NULL; c = c->next) {
+            for (sl_stream *s = c->streams; s != NULL && n < SHARE_STREAMS_MAX; s = s->conn_next) {
+                if (s->kind == SL_STREAM_PRODUCE && s->topic == t) {
+                    streams[n] = s;
+                    demands[n] = sl_admission_window_for(&b->admission, s->accepted_bytes.per_s,
+                                                         ROUND_TRIP_LOG_US);
+                    n++;
+                }
+            }
+        }
+        sl_budget_stats st;
+        sl_budget_stats_get(t->memory, &st);
+        uint64_t capacity = st.capacity_bytes * b->admission.shrink_from_pct / 100;
+        sl_fair_share(capacity, demands, n, shares);
+        for (size_t i = 0; i < n; i++) {
+            streams[i]->fair_cap = shares[i];
+        }
+    }
+}
+
+void
+sl_flow_tick(sl_broker *b, int64_t now)
+{
+    fair_shares(b);
+    for (sl_topic *t = b->topics; t != NULL; t = t->next) {
+        for (uint32_t i = 0; i < t->config.partition_count; i++) {
+            sl_partition *p = &t->partitions[i];
+            uint64_t durable = sl_log_durable_offset(p->log);
+            p->durable_offset = SL_MAX(p->durable_offset, durable);
+        }
+    }
+    for (sl_conn *c = b->conns; c != NULL; c = c->next) {
+        for (sl_stream *s = c->streams; s != NULL && !c->closing; s = s->conn_next) {
+            if (s->kind == SL_STREAM_PRODUCE) {
+                flush_acks(s, now, false);
+                sl_flow_replenish(s, now);
+            } else if (s->demand_records > 0) {
+                sl_flow_deliver(s);
+            }
+        }
+    }
+}

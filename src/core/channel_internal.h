@@ -1,0 +1,14 @@
+// Internals of bounded channels shared with their tests: the consistency checker.
+#ifndef SLUICE_CORE_CHANNEL_INTERNAL_H
+#define SLUICE_CORE_CHANNEL_INTERNAL_H
+
+#include <stdbool.h>
+
+#include <sluice/channel.h>
+
+// True when the channel's indices and byte counters are consistent: 0 <= depth <= capacity, bytes
+// out <= bytes in, queued bytes <= capacity_bytes. O(1) and lock-free, so it may run from any
+// thread while others push and pop; run after each mutation through SL_DEBUG_ASSERT.
+bool sl__channel_check(const sl_channel *ch);
+
+#endif
