@@ -18,6 +18,12 @@
 #define PRODUCER_REOPEN_MS 500u
 // PRODUCE payload before the batches: acks, reserved, batch count, first_seq.
 #define PRODUCE_FIXED_BYTES 8u
+// Batches are sealed at half the largest credit window the broker has offered on the stream (two
+// in flight), clamped to [PRODUCER_SEAL_BYTES_MIN, batch_bytes]. Before the first CREDIT they are
+// sealed at PRODUCER_SEAL_BYTES_INITIAL: a broker starts with small windows (64 KiB in sluiced)
+// and widens them as it measures the rate, so a first batch of batch_bytes might never fit.
+#define PRODUCER_SEAL_BYTES_MIN     2048u
+#define PRODUCER_SEAL_BYTES_INITIAL (16u * 1024u)
 
 typedef struct pbatch {
     struct pbatch *next;
@@ -57,6 +63,8 @@ struct sl_producer {
     bool stream_open;       // OPEN_PRODUCE sent
     bool stream_ready;      // STREAM_OK received
     uint32_t partition;     // resolved by STREAM_OK
+    uint32_t seal_bytes;    // the open batch is sealed at this size (adapts to credit)
+    uint64_t credit_window; // most credit seen available at once on the current stream
     uint64_t granted_bytes; // cumulative credit of the current stream
     uint64_t sent_bytes;    // cumulative PRODUCE bytes of the current stream
     bool credit_waiting;
@@ -115,6 +123,15 @@ producer_seal(sl_producer *p)
     int err = sl_batch_builder_finish(&b->builder, &b->len);
     SL_ASSERT(err == SL_OK);
     p->open = NULL;
+    // A batch sealed by linger may fill a fraction of its buffer: keep only what it uses, so
+    // real memory stays close to what the buffer budget charged.
+    uint8_t *tight = b->len < b->cap / 2 ? sl_alloc(b->len) : NULL;
+    if (tight != NULL) {
+        memcpy(tight, b->buf, b->len);
+        sl_free(b->buf, b->cap);
+        b->buf = tight;
+        b->cap = b->len;
+    }
     if (p->tail == NULL) {
         p->head = b;
     } else {
@@ -155,43 +172,140 @@ producer_retire_head(sl_producer *p, int err)
     pthread_cond_broadcast(&p->io.cond);
 }
 
+// Adds a record read from a batch to another batch, headers included (decoded into a temporary
+// array: the builder takes them as sl_header views). *cost grows by its buffer cost.
+static int
+record_copy(sl_batch_builder *nb, sl_record *r, uint64_t *cost)
+{
+    sl_header *hs = NULL;
+    size_t hs_size = (size_t)r->header_count * sizeof(*hs);
+    if (r->header_count > 0 && (hs = sl_alloc(hs_size)) == NULL) {
+        return SL_ENOMEM;
+    }
+    int err = SL_OK;
+    sl_header_cursor cur = {0};
+    for (uint16_t h = 0; h < r->header_count && err == SL_OK; h++) {
+        err = sl_record_header_next(r, &cur, &hs[h]);
+    }
+    r->headers = hs;
+    if (err == SL_OK) {
+        *cost += sl_budget_record_cost(sl_record_encoded_size(r));
+        err = sl_batch_builder_add(nb, r);
+    }
+    if (hs != NULL) {
+        sl_free(hs, hs_size);
+    }
+    return err;
+}
+
+// Encodes records [from, from + count) of batch src into a new batch of the current producer
+// identity starting at local sequence seq. *cost_out gets their buffer cost.
+static int
+batch_encode_range(sl_producer *p, const pbatch *src, uint32_t from, uint32_t count, uint64_t seq,
+                   uint8_t **buf_out, size_t *cap_out, size_t *len_out, uint64_t *cost_out)
+{
+    size_t cap = src->len; // a subset never takes more room than the whole
+    uint8_t *buf = sl_alloc(cap);
+    if (buf == NULL) {
+        return SL_ENOMEM;
+    }
+    sl_batch_builder nb;
+    sl_batch_builder_init(&nb, buf, cap);
+    sl_batch_builder_set_producer(&nb, p->pid, wire_seq(p, seq));
+    sl_batch_iter it;
+    uint64_t cost = 0;
+    int err = sl_batch_iter_init(&it, src->buf, src->len);
+    for (uint32_t i = 0; i < from + count && err == SL_OK; i++) {
+        sl_record r;
+        uint64_t off;
+        err = sl_batch_iter_next(&it, &r, &off);
+        if (err == SL_OK && i >= from) {
+            err = record_copy(&nb, &r, &cost);
+        }
+    }
+    if (err == SL_OK) {
+        err = sl_batch_builder_finish(&nb, len_out);
+    }
+    if (err != SL_OK) {
+        sl_free(buf, cap);
+        return err;
+    }
+    *buf_out = buf;
+    *cap_out = cap;
+    *cost_out = cost;
+    return SL_OK;
+}
+
 // Re-encodes a batch whose header carries a stale producer id or sequence (built before the
 // broker assigned them, or before it forgot this producer).
 static int
 batch_rebuild(sl_producer *p, pbatch *b)
 {
-    uint8_t *buf = sl_alloc(b->cap);
-    if (buf == NULL) {
-        return SL_ENOMEM;
-    }
-    sl_batch_builder nb;
-    sl_batch_builder_init(&nb, buf, b->cap);
-    sl_batch_builder_set_producer(&nb, p->pid, wire_seq(p, b->seq));
-    sl_batch_iter it;
-    int err = sl_batch_iter_init(&it, b->buf, b->len);
-    for (uint32_t i = 0; i < b->record_count && err == SL_OK; i++) {
-        sl_record r;
-        uint64_t off;
-        err = sl_batch_iter_next(&it, &r, &off);
-        if (err == SL_OK) {
-            r.headers = NULL;
-            r.header_count = 0; // headers are not produced by this client version
-            err = sl_batch_builder_add(&nb, &r);
-        }
-    }
+    uint8_t *buf = NULL;
+    size_t cap = 0;
     size_t len = 0;
-    if (err == SL_OK) {
-        err = sl_batch_builder_finish(&nb, &len);
-    }
+    uint64_t cost = 0;
+    int err = batch_encode_range(p, b, 0, b->record_count, b->seq, &buf, &cap, &len, &cost);
     if (err != SL_OK) {
-        sl_free(buf, b->cap);
         return err;
     }
     sl_free(b->buf, b->cap);
     b->buf = buf;
+    b->cap = cap;
     b->len = len;
     b->built_pid = p->pid;
     b->built_wire_seq = wire_seq(p, b->seq);
+    return SL_OK;
+}
+
+// Splits an unsent, unacked batch in two halves (the second follows it in the queue), for a
+// batch larger than the credit window the broker offers. The buffer charge is split exactly.
+static int
+batch_split(sl_producer *p, pbatch *b)
+{
+    SL_ASSERT(b->record_count > 1 && b->acked_count == 0);
+    uint32_t half = b->record_count / 2;
+    pbatch *nb = sl_calloc(1, sizeof(*nb));
+    if (nb == NULL) {
+        return SL_ENOMEM;
+    }
+    uint8_t *a_buf = NULL;
+    size_t a_cap = 0;
+    size_t a_len = 0;
+    uint64_t a_cost = 0;
+    int err = batch_encode_range(p, b, 0, half, b->seq, &a_buf, &a_cap, &a_len, &a_cost);
+    if (err == SL_OK) {
+        err = batch_encode_range(p, b, half, b->record_count - half, b->seq + half, &nb->buf,
+                                 &nb->cap, &nb->len, &nb->charge_bytes);
+        if (err != SL_OK) {
+            sl_free(a_buf, a_cap);
+        }
+    }
+    if (err != SL_OK) {
+        sl_free(nb, sizeof(*nb));
+        return err;
+    }
+    // What the records cost when sent stays as charged; the remainder goes with the first half.
+    nb->charge_bytes = SL_MIN(nb->charge_bytes, b->charge_bytes);
+    nb->seq = b->seq + half;
+    nb->record_count = b->record_count - half;
+    nb->offset = SL_OFFSET_NONE;
+    nb->built_pid = p->pid;
+    nb->built_wire_seq = wire_seq(p, nb->seq);
+    nb->next = b->next;
+    sl_free(b->buf, b->cap);
+    b->buf = a_buf;
+    b->cap = a_cap;
+    b->len = a_len;
+    b->record_count = half;
+    b->charge_bytes -= nb->charge_bytes;
+    b->built_pid = p->pid;
+    b->built_wire_seq = wire_seq(p, b->seq);
+    b->next = nb;
+    if (p->tail == b) {
+        p->tail = nb;
+    }
+    SL_UNUSED(a_cost);
     return SL_OK;
 }
 
@@ -206,6 +320,11 @@ producer_send_one(sl_producer *p)
         }
     }
     uint64_t frame_bytes = SL_PROTO_FRAME_HEADER_BYTES + PRODUCE_FIXED_BYTES + b->len;
+    if (p->credit_window > 0 && frame_bytes > p->credit_window && b->record_count > 1 &&
+        b->acked_count == 0) {
+        // It would wait for credit the broker never offers at once: send it in halves.
+        return batch_split(p, b) == SL_OK;
+    }
     if (p->sent_bytes + frame_bytes > p->granted_bytes) {
         if (!p->credit_waiting) {
             p->io.stats.credit_waits_total++;
@@ -248,6 +367,7 @@ producer_open_stream(sl_producer *p)
         p->stream_id = id;
         p->stream_open = true;
         p->granted_bytes = p->sent_bytes = 0;
+        p->credit_window = 0;
     }
 }
 
@@ -376,6 +496,18 @@ producer_ack(sl_producer *p, const sl_proto_ack *ack)
     }
 }
 
+// Cumulative credit; the largest allowance seen at once sizes the batches to come.
+static void
+producer_credit(sl_producer *p, uint64_t granted_total)
+{
+    p->granted_bytes = SL_MAX(p->granted_bytes, granted_total);
+    uint64_t avail = p->granted_bytes - SL_MIN(p->sent_bytes, p->granted_bytes);
+    p->credit_window = SL_MAX(p->credit_window, avail);
+    uint64_t overhead = SL_PROTO_FRAME_HEADER_BYTES + PRODUCE_FIXED_BYTES;
+    uint64_t half = p->credit_window / 2 > overhead ? p->credit_window / 2 - overhead : 0;
+    p->seal_bytes = (uint32_t)SL_MIN(SL_MAX(half, PRODUCER_SEAL_BYTES_MIN), p->cfg.batch_bytes);
+}
+
 static bool
 status_retriable(int err)
 {
@@ -417,7 +549,7 @@ producer_frame(void *h, const sl_frame *f, int64_t now)
         producer_stream_ok(p, &f->u.stream_ok);
         return SL_OK;
     case SL_FRAME_CREDIT:
-        p->granted_bytes = SL_MAX(p->granted_bytes, f->u.credit.granted_total_bytes);
+        producer_credit(p, f->u.credit.granted_total_bytes);
         return SL_OK;
     case SL_FRAME_ACK:
         producer_ack(p, &f->u.ack);
@@ -531,6 +663,7 @@ sl_producer_new(const sl_producer_config *cfg, sl_producer **out)
     p->io.wake_fd = -1;
     p->cfg = *cfg;
     p->stream_id = 1u - 2u; // the first open uses id 1
+    p->seal_bytes = SL_MIN(PRODUCER_SEAL_BYTES_INITIAL, cfg->batch_bytes);
     err = sl__copy_name(p->topic, cfg->topic, false);
     uint32_t max_frame =
         SL_MAX(SL__CLIENT_MAX_FRAME_BYTES, cfg->batch_bytes + SL_PROTO_FRAME_SIZE_MIN);
@@ -562,7 +695,7 @@ producer_append(sl_producer *p, const sl_record *rec, uint64_t cost, uint64_t *s
     for (int attempt = 0; attempt < 2; attempt++) { // at most: current batch, then a fresh one
         if (p->open == NULL) {
             size_t need = SL_BATCH_HEADER_BYTES + sl_record_encoded_size(rec);
-            pbatch *b = batch_new(SL_MAX((size_t)p->cfg.batch_bytes, need));
+            pbatch *b = batch_new(SL_MAX((size_t)p->seal_bytes, need));
             if (b == NULL) {
                 return SL_ENOMEM;
             }
@@ -576,6 +709,10 @@ producer_append(sl_producer *p, const sl_record *rec, uint64_t cost, uint64_t *s
             p->open->record_count++;
             p->open->charge_bytes += cost;
             *seq_out = p->next_seq++;
+            if (p->open->builder.used >= p->seal_bytes) {
+                producer_seal(p);
+                sl__io_wake(&p->io);
+            }
             return SL_OK;
         }
         if (err != SL_EFULL || p->open->record_count == 0) {
