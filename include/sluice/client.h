@@ -116,6 +116,9 @@ typedef struct sl_producer_stats {
     uint64_t buffer_full_total; // sends refused or delayed by a full buffer
     int64_t blocked_ns_total;   // time sl_producer_send spent waiting for room
     uint64_t producer_id;       // assigned by the broker (0 before the first connect)
+    // Reconnects after which the broker no longer knew this producer's sequence: records
+    // unacked at that moment may have been written twice (docs/api/client.md, "Duplicates").
+    uint64_t identity_resets_total;
 } sl_producer_stats;
 
 SL_API void sl_producer_stats_get(sl_producer *p, sl_producer_stats *out);

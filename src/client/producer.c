@@ -450,12 +450,17 @@ producer_stream_ok(sl_producer *p, const sl_proto_stream_ok *ok)
     p->partition = ok->partition;
     uint64_t front =
         p->head != NULL ? p->head->seq : (p->open != NULL ? p->open->seq : p->next_seq);
-    if (p->pid != 0 && ok->producer_id == p->pid) {
+    bool same = p->pid != 0 && ok->producer_id == p->pid;
+    if (same && (int32_t)(ok->next_seq - wire_seq(p, front)) >= 0) {
         producer_ack_through(p, ok->next_seq);
     } else {
-        // A new identity (first connect, or the broker forgot us): number the unacked records
-        // from the sequence it expects. Records the old identity wrote but never acked can be
-        // written twice in that case (docs/api/client.md, "Duplicates").
+        // A new identity (first connect), or a broker that no longer knows where this producer
+        // was (another id, or ours with a sequence behind what it already acked: its producer
+        // state was lost). Number the unacked records from the sequence it expects. Records it
+        // had stored but not acked can then be written twice (docs/api/client.md, "Duplicates").
+        if (p->pid != 0) {
+            p->stats.identity_resets_total++;
+        }
         p->pid = ok->producer_id;
         p->stats.producer_id = ok->producer_id;
         p->wire_base = ok->next_seq - (uint32_t)front;
