@@ -35,6 +35,7 @@ static const char produce_usage[] =
     "  --buffer SIZE          local buffer bound (default 32MiB)\n"
     "  --batch SIZE           batch size (default 1MiB)\n"
     "  --linger DURATION      batch linger (default 5ms)\n"
+    "  --compression CODEC    none (default), lz4 or zstd\n"
     "  --timeout DURATION     wait this long for the last acks (default 10s)\n";
 
 typedef struct produce_opts {
@@ -55,6 +56,20 @@ typedef struct produce_state {
     atomic_ullong failed;
     atomic_int first_error;
 } produce_state;
+
+static int
+parse_codec(FILE *err, const char *text, sl_compression *out)
+{
+    static const char *names[] = {"none", "lz4", "zstd"};
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(text, names[i]) == 0) {
+            *out = (sl_compression)i;
+            return SL_OK;
+        }
+    }
+    sl_cli_fail(err, "produce", 0, "--compression wants none, lz4 or zstd, got '%s'", text);
+    return SL_EINVAL;
+}
 
 static int
 produce_opt(produce_opts *o, int c, FILE *err)
@@ -108,6 +123,9 @@ produce_opt(produce_opts *o, int c, FILE *err)
     case 'w':
         r = sl_cli_parse_ms(err, "produce", "--timeout", optarg, &o->timeout_ms);
         break;
+    case 'z':
+        r = parse_codec(err, optarg, &o->cfg.compression);
+        break;
     default:
         sl_cli_fail(err, "produce", 0, "unknown or incomplete option (see --help)");
         r = SL_EINVAL;
@@ -121,15 +139,23 @@ produce_opt(produce_opts *o, int c, FILE *err)
 static int
 produce_parse(int argc, char **argv, FILE *out, FILE *err, produce_opts *o)
 {
-    static const struct option longs[] = {
-        {"broker", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 't'},
-        {"key", required_argument, NULL, 'k'},    {"ack-log", required_argument, NULL, 'l'},
-        {"acks", required_argument, NULL, 'a'},   {"partition", required_argument, NULL, 'p'},
-        {"count", required_argument, NULL, 'n'},  {"rate", required_argument, NULL, 'r'},
-        {"burst", required_argument, NULL, 'B'},  {"size", required_argument, NULL, 's'},
-        {"buffer", required_argument, NULL, 'f'}, {"batch", required_argument, NULL, 'S'},
-        {"linger", required_argument, NULL, 'L'}, {"timeout", required_argument, NULL, 'w'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {{"broker", required_argument, NULL, 'b'},
+                                          {"topic", required_argument, NULL, 't'},
+                                          {"key", required_argument, NULL, 'k'},
+                                          {"ack-log", required_argument, NULL, 'l'},
+                                          {"acks", required_argument, NULL, 'a'},
+                                          {"partition", required_argument, NULL, 'p'},
+                                          {"count", required_argument, NULL, 'n'},
+                                          {"rate", required_argument, NULL, 'r'},
+                                          {"burst", required_argument, NULL, 'B'},
+                                          {"size", required_argument, NULL, 's'},
+                                          {"buffer", required_argument, NULL, 'f'},
+                                          {"batch", required_argument, NULL, 'S'},
+                                          {"linger", required_argument, NULL, 'L'},
+                                          {"compression", required_argument, NULL, 'z'},
+                                          {"timeout", required_argument, NULL, 'w'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
     sl_producer_config_init(&o->cfg);
     o->cfg.client_id = "sluice-produce";
     o->size = 100;

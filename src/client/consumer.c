@@ -194,24 +194,34 @@ consumer_keep_batch(sl_consumer *c, const uint8_t *data, const sl_batch_header *
     if (first >= last_end) {
         return 0; // wholly trimmed
     }
+    // Compressed batches are stored decompressed: records are handed out as views.
+    size_t len = vh->length;
+    int err = sl_batch_decompressed_length(vh, &len);
+    if (err != SL_OK) {
+        return SL_ECORRUPT;
+    }
     cbatch *b = sl_calloc(1, sizeof(*b));
-    uint8_t *buf = sl_alloc(vh->length);
+    uint8_t *buf = sl_alloc(len);
     if (b == NULL || buf == NULL) {
         sl_free(b, b == NULL ? 0 : sizeof(*b));
-        sl_free(buf, buf == NULL ? 0 : vh->length);
+        sl_free(buf, buf == NULL ? 0 : len);
         return SL_ENOMEM;
     }
-    memcpy(buf, data, vh->length);
     b->buf = buf;
-    b->len = vh->length;
+    b->len = len;
+    err = sl_batch_decompress(data, vh->length, buf, len, &len);
+    if (err != SL_OK) {
+        cbatch_free(b);
+        return err == SL_ENOTSUP ? SL_EPROTO : SL_ECORRUPT; // a codec this build lacks: refuse
+    }
     b->lo = first;
     b->hi = last_end;
     b->left = (uint32_t)(last_end - first);
     b->partition = c->partition;
-    int err = sl_batch_iter_init(&b->it, buf, b->len);
+    err = sl_batch_iter_init(&b->it, buf, b->len);
     if (err != SL_OK) {
         cbatch_free(b);
-        return err == SL_ENOTSUP ? SL_EPROTO : err; // compressed batches: not in this version
+        return SL_ECORRUPT;
     }
     if (c->tail == NULL) {
         c->head = b;
@@ -248,9 +258,7 @@ consumer_deliver(sl_consumer *c, const sl_proto_deliver *d)
         if (err == SL_ENOENT) {
             break;
         }
-        if (err == SL_OK) {
-            err = sl_batch_validate(data, h.length, &h) == SL_OK ? SL_OK : SL_ECORRUPT;
-        }
+        // Checked when it is kept: sl_batch_decompress validates (CRC, framing) as it copies.
         if (err == SL_OK) {
             counted += window_count(&h, d->first_offset, d->end_offset);
             // Records before next_fetch arrived already (a redelivery after reconnect).

@@ -76,6 +76,8 @@ struct sl_producer {
     sl_producer_stats stats;
 };
 
+static int batch_finish(const sl_producer *p, sl_batch_builder *b, size_t *len_out);
+
 static uint32_t
 wire_seq(const sl_producer *p, uint64_t seq)
 {
@@ -120,8 +122,8 @@ producer_seal(sl_producer *p)
     sl_batch_builder_set_producer(&b->builder, p->pid, wire_seq(p, b->seq));
     b->built_pid = p->pid;
     b->built_wire_seq = wire_seq(p, b->seq);
-    int err = sl_batch_builder_finish(&b->builder, &b->len);
-    SL_ASSERT(err == SL_OK);
+    int err = batch_finish(p, &b->builder, &b->len);
+    SL_ASSERT(err == SL_OK); // a non-empty batch always finishes (uncompressed at worst)
     p->open = NULL;
     // A batch sealed by linger may fill a fraction of its buffer: keep only what it uses, so
     // real memory stays close to what the buffer budget charged.
@@ -198,23 +200,80 @@ record_copy(sl_batch_builder *nb, sl_record *r, uint64_t *cost)
     return err;
 }
 
+// Finishes a batch, compressed with the configured codec when there is one. The codec writes to
+// a scratch buffer first (the builder keeps the smaller form); without memory for it, or when
+// compression does not pay, the batch is stored uncompressed, which every reader accepts.
+static int
+batch_finish(const sl_producer *p, sl_batch_builder *b, size_t *len_out)
+{
+    if (p->cfg.compression == SL_COMPRESSION_NONE) {
+        return sl_batch_builder_finish(b, len_out);
+    }
+    size_t scratch_cap = b->used - SL_BATCH_HEADER_BYTES;
+    uint8_t *scratch = sl_alloc(scratch_cap);
+    int err = scratch == NULL ? SL_ENOMEM
+                              : sl_batch_builder_finish_compressed(b, p->cfg.compression, scratch,
+                                                                   scratch_cap, len_out);
+    if (scratch != NULL) {
+        sl_free(scratch, scratch_cap);
+    }
+    return err == SL_OK ? SL_OK : sl_batch_builder_finish(b, len_out);
+}
+
+// The uncompressed form of a batch: src itself, or a decompressed copy in *tmp (caller frees
+// *tmp_cap bytes when *tmp is not NULL).
+static int
+batch_plain(const pbatch *src, const uint8_t **plain, size_t *plain_len, uint8_t **tmp,
+            size_t *tmp_cap)
+{
+    sl_batch_header h;
+    *tmp = NULL;
+    *plain = src->buf;
+    *plain_len = src->len;
+    int err = sl_batch_header_decode(src->buf, src->len, &h);
+    if (err != SL_OK || (h.flags & 7u) == SL_COMPRESSION_NONE) {
+        return err;
+    }
+    err = sl_batch_decompressed_length(&h, tmp_cap);
+    if (err == SL_OK && (*tmp = sl_alloc(*tmp_cap)) == NULL) {
+        err = SL_ENOMEM;
+    }
+    if (err == SL_OK) {
+        err = sl_batch_decompress(src->buf, src->len, *tmp, *tmp_cap, plain_len);
+        *plain = *tmp;
+    }
+    if (err != SL_OK && *tmp != NULL) {
+        sl_free(*tmp, *tmp_cap);
+        *tmp = NULL;
+    }
+    return err;
+}
+
 // Encodes records [from, from + count) of batch src into a new batch of the current producer
 // identity starting at local sequence seq. *cost_out gets their buffer cost.
 static int
 batch_encode_range(sl_producer *p, const pbatch *src, uint32_t from, uint32_t count, uint64_t seq,
                    uint8_t **buf_out, size_t *cap_out, size_t *len_out, uint64_t *cost_out)
 {
-    size_t cap = src->len; // a subset never takes more room than the whole
-    uint8_t *buf = sl_alloc(cap);
-    if (buf == NULL) {
-        return SL_ENOMEM;
+    const uint8_t *plain = NULL;
+    size_t plain_len = 0;
+    uint8_t *tmp = NULL;
+    size_t tmp_cap = 0;
+    int err = batch_plain(src, &plain, &plain_len, &tmp, &tmp_cap);
+    if (err != SL_OK) {
+        return err;
     }
+    size_t cap = plain_len; // a subset never takes more room than the whole
+    uint8_t *buf = sl_alloc(cap);
+    err = buf == NULL ? SL_ENOMEM : SL_OK;
     sl_batch_builder nb;
-    sl_batch_builder_init(&nb, buf, cap);
-    sl_batch_builder_set_producer(&nb, p->pid, wire_seq(p, seq));
     sl_batch_iter it;
     uint64_t cost = 0;
-    int err = sl_batch_iter_init(&it, src->buf, src->len);
+    if (err == SL_OK) {
+        sl_batch_builder_init(&nb, buf, cap);
+        sl_batch_builder_set_producer(&nb, p->pid, wire_seq(p, seq));
+        err = sl_batch_iter_init(&it, plain, plain_len);
+    }
     for (uint32_t i = 0; i < from + count && err == SL_OK; i++) {
         sl_record r;
         uint64_t off;
@@ -224,10 +283,13 @@ batch_encode_range(sl_producer *p, const pbatch *src, uint32_t from, uint32_t co
         }
     }
     if (err == SL_OK) {
-        err = sl_batch_builder_finish(&nb, len_out);
+        err = batch_finish(p, &nb, len_out);
+    }
+    if (tmp != NULL) {
+        sl_free(tmp, tmp_cap);
     }
     if (err != SL_OK) {
-        sl_free(buf, cap);
+        sl_free(buf, buf == NULL ? 0 : cap);
         return err;
     }
     *buf_out = buf;
@@ -643,8 +705,11 @@ sl_producer_config_init(sl_producer_config *cfg)
 static int
 producer_check_config(const sl_producer_config *cfg)
 {
-    if (cfg->compression != SL_COMPRESSION_NONE) {
-        return SL_ENOTSUP;
+    if (cfg->compression > SL_COMPRESSION_ZSTD) {
+        return SL_EINVAL;
+    }
+    if (!sl_batch_compression_available(cfg->compression)) {
+        return SL_ENOTSUP; // this build has no library for the codec
     }
     if (cfg->acks > SL_ACKS_FSYNC || cfg->buffer_bytes == 0 ||
         cfg->batch_bytes < SL_BATCH_HEADER_BYTES + SL_RECORD_HEADER_BYTES ||

@@ -52,6 +52,7 @@ typedef struct live_prod {
     atomic_ullong failed;
     atomic_ullong sent;
     atomic_int send_err;
+    sl_compression compression;
 } live_prod;
 
 static void
@@ -89,6 +90,7 @@ live_producer(const char *broker, const char *topic, live_prod *lp)
 {
     sl_producer_config cfg;
     sl_producer_config_init(&cfg);
+    cfg.compression = lp->compression;
     cfg.broker = broker;
     cfg.topic = topic;
     cfg.partition = 0;
@@ -171,19 +173,15 @@ consume_counting(const char *broker, const char *topic, uint8_t *seen, uint64_t 
 }
 
 static void
-test_live_produce_consume_exactly_once(void **state)
+live_exactly_once(sl_compression compression)
 {
-    (void)state;
-    if (!have_broker()) {
-        skip();
-    }
     sl_test_broker b = {0};
     const char *args[] = {"--memory-budget", "4MiB", "--connection-buffer", "1MiB", NULL};
     assert_int_equal(sl_test_broker_start(&b, args), 0);
     char broker[64];
     broker_addr(&b, broker, sizeof(broker));
     create_topic(broker, "live");
-    live_prod lp = {.count = 20000};
+    live_prod lp = {.count = 20000, .compression = compression};
     lp.p = live_producer(broker, "live", &lp);
     produce_thread(&lp);
     assert_int_equal(sl_producer_flush(lp.p, sl_deadline_after_ms(LIVE_WAIT_MS)), SL_OK);
@@ -195,6 +193,27 @@ test_live_produce_consume_exactly_once(void **state)
     consume_exact(broker, "live", lp.count);
     assert_true(sl_test_broker_stop(&b) >= 0);
     sl_test_broker_cleanup(&b);
+}
+
+static void
+test_live_produce_consume_exactly_once(void **state)
+{
+    (void)state;
+    if (!have_broker()) {
+        skip();
+    }
+    live_exactly_once(SL_COMPRESSION_NONE);
+}
+
+// Compressed batches travel as stored: the broker keeps them, the consumer decompresses them.
+static void
+test_live_compressed_batches_round_trip(void **state)
+{
+    (void)state;
+    if (!have_broker() || !sl_batch_compression_available(SL_COMPRESSION_LZ4)) {
+        skip();
+    }
+    live_exactly_once(SL_COMPRESSION_LZ4);
 }
 
 static void
@@ -258,6 +277,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_live_produce_consume_exactly_once),
+        cmocka_unit_test(test_live_compressed_batches_round_trip),
         cmocka_unit_test(test_live_broker_restart_loses_nothing_and_names_duplicates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
