@@ -149,6 +149,7 @@ struct sl_stream {
     sl_rate accepted_bytes;
     sl_admission_decision decision;
     int64_t throttle_sent_ns;     // last THROTTLE sent (throttles repeat at their retry-after)
+    int64_t last_frame_ns;        // last PRODUCE received (or the open)
     uint64_t fair_cap;            // max-min fair share of the topic's credit (set on the tick)
     int64_t ack_hold_until_ns;    // held ACKs go out at this time
     sl_pending_ack pending_acks[SL_BROKER_PENDING_ACKS];
@@ -234,6 +235,10 @@ typedef struct sl_storage {
     uv_async_t *wake_loop; // signalled when completions are ready
     _Atomic uint64_t flushes; // written by the storage thread, read by STATS on the loop
     _Atomic uint64_t appends;
+    // Measured latencies (EWMA, ns) of one group's appends and of one flush: the commit part of
+    // the credit round trip that windows are sized from.
+    _Atomic int64_t append_ns_avg;
+    _Atomic int64_t flush_ns_avg;
 } sl_storage;
 
 typedef struct sl_broker_stats {

@@ -249,6 +249,7 @@ on_open_produce(sl_conn *c, uint32_t id, const sl_proto_open_produce *o)
     s->next_seq = slot->next_seq;
     s->acked_seq = slot->next_seq;
     t->producer_count++;
+    s->last_frame_ns = sl_now_ns();
     stream_ok_arg a = {.stream_id = id,
                        .ok = {.kind = SL_STREAM_PRODUCE,
                               .partition = part,

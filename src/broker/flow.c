@@ -20,9 +20,12 @@
 #define CREDIT_TOPUP_DIVISOR 2u
 // Smallest grant worth a frame.
 #define CREDIT_GRANT_MIN_BYTES 4096u
-// Round trip assumed for window sizing (credit sent -> PRODUCE back), commit latency included.
-#define ROUND_TRIP_LOG_US   5000
-#define ROUND_TRIP_FSYNC_US 20000
+// Network part of the credit round trip (CREDIT out, PRODUCE back) on top of the measured commit
+// latency; generous for loopback and a LAN, so windows err on the large side.
+#define ROUND_TRIP_NETWORK_US 2000
+// A producer that sent nothing for this long while holding less than one frame of credit may be
+// waiting to send a record larger than its window: it gets a frame's worth (when not pressured).
+#define IDLE_FULL_FRAME_NS (100 * 1000000LL)
 // Frame bytes reserved for the fixed part of a DELIVER or ACK.
 #define DELIVER_HEADER_BYTES 64u
 #define CONTROL_BYTES        256u
@@ -141,6 +144,17 @@ send_throttle(sl_stream *s, int64_t now)
 
 // ---- produce -----------------------------------------------------------------------------------
 
+// The credit round trip: network plus what an append (and, for acks=fsync, a flush) costs now.
+static int64_t
+round_trip_us(sl_broker *b, uint8_t acks)
+{
+    int64_t commit_ns = atomic_load_explicit(&b->storage.append_ns_avg, memory_order_relaxed);
+    if (acks == SL_ACKS_FSYNC || b->config.fsync_policy == SL_FSYNC_ALWAYS) {
+        commit_ns += atomic_load_explicit(&b->storage.flush_ns_avg, memory_order_relaxed);
+    }
+    return ROUND_TRIP_NETWORK_US + commit_ns / 1000;
+}
+
 static void
 admission_input(const sl_stream *s, sl_admission_input *in)
 {
@@ -165,7 +179,7 @@ admission_input(const sl_stream *s, sl_admission_input *in)
     double drain = t->drain_bytes.per_s;
     in->drain_bytes_per_s = drain;
     in->produce_bytes_per_s = s->accepted_bytes.per_s;
-    in->round_trip_us = s->acks == SL_ACKS_FSYNC ? ROUND_TRIP_FSYNC_US : ROUND_TRIP_LOG_US;
+    in->round_trip_us = round_trip_us(b, s->acks);
     if (t->config.full_policy == SL_FULL_DROP_OLDEST) {
         // Lossy by choice: retention deletes the oldest data instead of slowing producers; only
         // memory (and the disk budget, which retention keeps clear) can push back.
@@ -227,6 +241,10 @@ sl_flow_replenish(sl_stream *s, int64_t now)
         target = SL_MIN(target, SL_MAX(s->fair_cap, (uint64_t)CREDIT_GRANT_MIN_BYTES));
     }
     uint64_t outstanding = s->granted_total - s->received_total;
+    if (s->decision.level == SL_ADMIT_GRANT && now - s->last_frame_ns >= IDLE_FULL_FRAME_NS &&
+        outstanding < s->conn->max_frame) {
+        target = SL_MAX(target, (uint64_t)s->conn->max_frame);
+    }
     if (outstanding * CREDIT_TOPUP_DIVISOR > target) {
         return;
     }
@@ -352,6 +370,7 @@ sl_flow_produce_frame(sl_stream *s, const sl_frame *f)
     r->charged = frame_bytes + extra;
     s->received_total += frame_bytes;
     s->credit_reserved -= frame_bytes;
+    s->last_frame_ns = sl_now_ns();
     s->next_seq = seq;
     s->acks = pr->acks;
     s->accepted_bytes.total += keep_bytes;
@@ -617,7 +636,7 @@ fair_shares(sl_broker *b)
                 if (s->kind == SL_STREAM_PRODUCE && s->topic == t) {
                     streams[n] = s;
                     demands[n] = sl_admission_window_for(&b->admission, s->accepted_bytes.per_s,
-                                                         ROUND_TRIP_LOG_US);
+                                                         round_trip_us(b, s->acks));
                     n++;
                 }
             }

@@ -83,6 +83,15 @@ storage_append(sl_storage *s, sl_store_req *r)
     s->appends++;
 }
 
+static void
+ewma_update(_Atomic int64_t *avg, int64_t sample_ns)
+{
+    int64_t old = atomic_load_explicit(avg, memory_order_relaxed);
+    // 1/8 weight: follows a change of disk speed within a few dozen groups.
+    atomic_store_explicit(avg, old == 0 ? sample_ns : old + (sample_ns - old) / 8,
+                          memory_order_relaxed);
+}
+
 static void *
 storage_main(void *arg)
 {
@@ -107,6 +116,7 @@ storage_main(void *arg)
         sl_store_req *late_tail = NULL;
         sl_partition *flush_set[STORAGE_FLUSH_SET_MAX];
         size_t flush_count = 0;
+        int64_t group_start = sl_now_ns();
         for (sl_store_req *r = group, *next; r != NULL; r = next) {
             next = r->next;
             storage_append(s, r);
@@ -134,8 +144,11 @@ storage_main(void *arg)
             }
         }
         storage_post(s, early_head, early_tail);
+        ewma_update(&s->append_ns_avg, sl_now_ns() - group_start);
         for (size_t i = 0; i < flush_count; i++) {
+            int64_t flush_start = sl_now_ns();
             int err = sl_log_flush(flush_set[i]->log);
+            ewma_update(&s->flush_ns_avg, sl_now_ns() - flush_start);
             s->flushes++;
             for (sl_store_req *r = late_head; r != NULL; r = r->next) {
                 if (r->part == flush_set[i]) {
