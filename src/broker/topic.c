@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sluice/batch.h>
 #include <sluice/error.h>
 
 #include "core/util.h"
@@ -204,6 +205,60 @@ topic_free(sl_topic *t)
     sl_free(t, sizeof(*t));
 }
 
+// Records scanned at the tail of each partition on open to rebuild the producer table.
+#define PRODUCER_SCAN_RECORDS 65536u
+// Bytes read per step of that scan.
+#define PRODUCER_SCAN_CHUNK (1u << 20)
+
+// Rebuilds the producer identities (id, next sequence, last offset) from the batches at the tail
+// of the log, so a producer resending after a broker crash is recognised instead of duplicated.
+// Identities older than the scanned window are forgotten (documented in docs/design/broker.md).
+static void
+partition_scan_producers(sl_broker *b, sl_partition *p)
+{
+    uint64_t start = sl_log_start_offset(p->log);
+    uint64_t end = p->end_offset;
+    uint64_t pos = end > start + PRODUCER_SCAN_RECORDS ? end - PRODUCER_SCAN_RECORDS : start;
+    uint8_t *buf = sl_alloc(PRODUCER_SCAN_CHUNK);
+    if (buf == NULL) {
+        return;
+    }
+    // Bounded by the window: every pass advances pos by at least one batch, or stops.
+    while (pos < end) {
+        size_t len = 0;
+        if (sl_log_read(p->log, pos, PRODUCER_SCAN_CHUNK, buf, PRODUCER_SCAN_CHUNK, &len) != SL_OK ||
+            len == 0) {
+            break;
+        }
+        size_t used = 0;
+        uint64_t next = pos;
+        while (used < len) {
+            sl_batch_header h;
+            if (sl_batch_header_decode(buf + used, len - used, &h) != SL_OK) {
+                break;
+            }
+            if (h.producer_id != 0) {
+                sl_producer_slot *slot = sl_partition_producer(p, h.producer_id, true);
+                slot->next_seq = h.producer_seq + h.record_count;
+                slot->stored_seq = slot->next_seq;
+                slot->last_offset = h.base_offset + h.record_count - 1;
+                slot->last_used_tick = h.base_offset; // later batches are more recently used
+                b->next_producer_id = SL_MAX(b->next_producer_id, h.producer_id);
+            }
+            next = h.base_offset + h.record_count;
+            used += h.length;
+        }
+        if (next <= pos) {
+            break;
+        }
+        pos = next;
+    }
+    for (uint32_t i = 0; i < SL_BROKER_PRODUCERS_PER_PARTITION; i++) {
+        p->producers[i].last_used_tick = 0;
+    }
+    sl_free(buf, PRODUCER_SCAN_CHUNK);
+}
+
 // Opens (creating if needed) the topic's partitions; the topic directory must exist.
 static int
 topic_open(sl_broker *b, const char *name, const sl_proto_topic_config *config,
@@ -263,6 +318,7 @@ topic_open(sl_broker *b, const char *name, const sl_proto_topic_config *config,
         p->end_offset = report.end_offset;
         p->durable_offset = sl_log_durable_offset(p->log);
         p->low_position = report.start_offset;
+        partition_scan_producers(b, p);
         if (report.truncated_bytes > 0) {
             sl_broker_log(b, 1,
                           "topic %s partition %" PRIu32 ": recovery truncated %" PRIu64
