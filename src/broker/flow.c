@@ -498,29 +498,101 @@ sl_flow_update_low_position(sl_partition *p)
     sl_log_set_low_watermark(p->log, committed);
 }
 
+// Copies the batches in[0..in_len) into out, re-encoding a batch that straddles [first, end) so
+// it holds only the records in that range: a consumer that asked for 10 records of a
+// 1000-record batch gets 10 records' bytes, not the batch again on every small request. A
+// compressed straddling batch goes whole (the consumer skips what is outside the range). Returns
+// the bytes written (<= in_len) and the batch count in *count_out.
+static size_t
+trim_batches(const uint8_t *in, size_t in_len, uint64_t first, uint64_t end, uint8_t *out,
+             uint16_t *count_out)
+{
+    size_t pos = 0;
+    size_t used = 0;
+    uint16_t count = 0;
+    // Bounded by in_len: every pass consumes one batch.
+    while (used < in_len) {
+        sl_batch_header h;
+        if (sl_batch_header_decode(in + used, in_len - used, &h) != SL_OK) {
+            break;
+        }
+        const uint8_t *batch = in + used;
+        used += h.length;
+        uint64_t bstart = h.base_offset;
+        uint64_t bend = bstart + h.record_count;
+        if (bend <= first || bstart >= end) {
+            continue;
+        }
+        bool whole = bstart >= first && bend <= end;
+        sl_batch_iter it;
+        if (whole || sl_batch_iter_init(&it, batch, h.length) != SL_OK) {
+            memcpy(out + pos, batch, h.length);
+            pos += h.length;
+            count++;
+            continue;
+        }
+        uint64_t from = SL_MAX(first, bstart);
+        sl_batch_builder bb;
+        sl_batch_builder_init(&bb, out + pos, h.length);
+        sl_batch_builder_set_producer(&bb, h.producer_id,
+                                      h.producer_seq + (uint32_t)(from - bstart));
+        sl_record r;
+        uint64_t off;
+        while (sl_batch_iter_next(&it, &r, &off) == SL_OK) {
+            if (off >= from && off < end) {
+                // A subset of a batch always fits where the batch did.
+                int rc = sl_batch_builder_add(&bb, &r);
+                SL_ASSERT(rc == SL_OK);
+            }
+        }
+        size_t blen = 0;
+        int rc = sl_batch_builder_finish(&bb, &blen);
+        SL_ASSERT(rc == SL_OK);
+        sl_batch_set_base_offset(out + pos, from);
+        pos += blen;
+        count++;
+    }
+    *count_out = count;
+    return pos;
+}
+
+// Sends one DELIVER of the batches in data (trimmed to [first, end)); *sent_out gets the batch
+// bytes sent, which is what counts against the consumer's byte demand (as the consumer counts).
 static int
-encode_deliver(sl_stream *s, const uint8_t *data, size_t size, uint16_t batch_count,
-               uint64_t first, uint64_t end)
+encode_deliver(sl_stream *s, const uint8_t *data, size_t size, uint64_t first, uint64_t end,
+               size_t *sent_out)
 {
     sl_conn *c = s->conn;
-    size_t cap = DELIVER_HEADER_BYTES + size;
-    sl_write *w = sl_conn_write_alloc(c, cap);
-    if (w == NULL) {
-        return SL_EFULL;
-    }
+    // The prefix has a fixed size; learn it from a probe describing one minimal batch.
     sl_proto_deliver d = {.first_offset = first,
                           .end_offset = end,
                           .log_end_offset = s->part->end_offset,
-                          .batches = {.data = data, .size_bytes = size, .batch_count = batch_count}};
+                          .batches = {.data = data,
+                                      .size_bytes = SL_BATCH_HEADER_BYTES,
+                                      .batch_count = 1}};
+    uint8_t probe[DELIVER_HEADER_BYTES];
+    size_t prefix = 0;
+    if (sl_proto_encode_deliver_prefix(probe, sizeof(probe), s->id, &d, &prefix) != SL_OK) {
+        return SL_EINVAL;
+    }
+    sl_write *w = sl_conn_write_alloc(c, prefix + size);
+    if (w == NULL) {
+        return SL_EFULL;
+    }
+    uint16_t count = 0;
+    size_t body = trim_batches(data, size, first, end, w->data + prefix, &count);
+    d.batches.size_bytes = body;
+    d.batches.batch_count = count;
     size_t len = 0;
-    int rc = sl_proto_encode_deliver(w->data, cap, s->id, &d, &len);
-    if (rc != SL_OK) {
+    int rc = sl_proto_encode_deliver_prefix(w->data, prefix, s->id, &d, &len);
+    if (rc != SL_OK || len != prefix) {
         sl_budget_release(c->budget, w->charged_bytes, 0);
         sl_free(w, w->charged_bytes);
-        return rc;
+        return rc != SL_OK ? rc : SL_EINVAL;
     }
-    w->size = len;
+    w->size = prefix + body;
     sl_conn_write(c, w);
+    *sent_out = body;
     return SL_OK;
 }
 
@@ -588,18 +660,19 @@ sl_flow_deliver(sl_stream *s)
         if (count == 0 || end <= s->position) {
             break;
         }
-        if (encode_deliver(s, b->scratch, used, count, s->position, end) != SL_OK) {
+        size_t sent = 0;
+        if (encode_deliver(s, b->scratch, used, s->position, end, &sent) != SL_OK) {
             return; // send allowance full: resumes from the write callback
         }
         uint64_t records = end - s->position;
         s->demand_records -= records;
-        s->demand_bytes -= SL_MIN(s->demand_bytes, (uint64_t)used);
+        s->demand_bytes -= SL_MIN(s->demand_bytes, (uint64_t)sent);
         s->delivered_records += records;
         s->position = end;
         s->topic->stats.records_out += records;
-        s->topic->stats.bytes_out += used;
-        p->out_bytes.total += used;
-        s->topic->drain_bytes.total += used;
+        s->topic->stats.bytes_out += sent;
+        p->out_bytes.total += sent;
+        s->topic->drain_bytes.total += sent;
     }
     s->waiting_data = s->position >= p->end_offset;
     sl_flow_update_low_position(p);

@@ -97,9 +97,11 @@ produce_records(sl_test_wire *w, uint32_t sid, uint64_t *credit, uint64_t first_
 }
 
 // Consumes from offset 0 with REQUESTs of `request` records until `count` arrived; checks values.
+// bytes_per_record: byte demand sent with each REQUEST per record asked for (0: 1 MiB a request),
+// so that tight byte demand checks the broker counts bytes as the consumer does.
 static void
-consume_and_check(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t count,
-                  uint32_t request)
+consume_and_check_bytes(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t count,
+                        uint32_t request, uint32_t bytes_per_record)
 {
     sl_proto_open_consume oc = {.partition = 0,
                                 .start_mode = SL_START_EARLIEST,
@@ -111,7 +113,9 @@ consume_and_check(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t cou
     assert_int_equal(f.u.stream_ok.start_offset, 0);
     uint64_t next = 0;
     while (next < count) {
-        sl_proto_request rq = {.records = request, .bytes = 1 << 20};
+        sl_proto_request rq = {.records = request,
+                               .bytes = bytes_per_record == 0 ? 1u << 20
+                                                              : request * bytes_per_record};
         SEND_ENCODED(w, sl_proto_encode_request(frame_buf, sizeof(frame_buf), sid, &rq, len_out_));
         uint64_t got = 0;
         while (got < request && next < count) {
@@ -148,6 +152,13 @@ consume_and_check(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t cou
 }
 
 static void
+consume_and_check(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t count,
+                  uint32_t request)
+{
+    consume_and_check_bytes(w, sid, topic, count, request, 0);
+}
+
+static void
 test_broker_round_trip_and_restart(void **state)
 {
     (void)state;
@@ -165,6 +176,9 @@ test_broker_round_trip_and_restart(void **state)
     assert_true(credit > 0);
     produce_records(&w, 1, &credit, 0, 5000, 100, SL_ACKS_FSYNC);
     consume_and_check(&w, 2, "orders", 5000, 777);
+    // Small requests inside 100-record batches, with byte demand just above what 7 records of a
+    // trimmed batch take: the broker must trim and count the bytes it sent, or this stalls.
+    consume_and_check_bytes(&w, 3, "orders", 700, 7, 300);
     sl_test_wire_close(&w);
 
     // Restart on the same data dir: every acked record is still there.
