@@ -150,6 +150,7 @@ struct sl_stream {
     sl_admission_decision decision;
     int64_t throttle_sent_ns;     // last THROTTLE sent (throttles repeat at their retry-after)
     int64_t last_frame_ns;        // last PRODUCE received (or the open)
+    uint64_t frame_max_seen;      // largest PRODUCE frame received on this stream
     uint64_t fair_cap;            // max-min fair share of the topic's credit (set on the tick)
     int64_t ack_hold_until_ns;    // held ACKs go out at this time
     sl_pending_ack pending_acks[SL_BROKER_PENDING_ACKS];

@@ -240,12 +240,20 @@ sl_flow_replenish(sl_stream *s, int64_t now)
     if (s->fair_cap != 0) {
         target = SL_MIN(target, SL_MAX(s->fair_cap, (uint64_t)CREDIT_GRANT_MIN_BYTES));
     }
+    // A window must hold the frames this producer actually sends (its batch size is its own
+    // choice): two of them when not pressured, so one can be in flight while the next is built,
+    // and one otherwise, so that pressure slows the stream without stopping it.
+    uint64_t frames = s->decision.level == SL_ADMIT_GRANT ? 2 : 1;
+    target = SL_MAX(target, frames * s->frame_max_seen);
     uint64_t outstanding = s->granted_total - s->received_total;
-    if (s->decision.level == SL_ADMIT_GRANT && now - s->last_frame_ns >= IDLE_FULL_FRAME_NS &&
-        outstanding < s->conn->max_frame) {
+    bool idle_short = s->decision.level == SL_ADMIT_GRANT &&
+                      now - s->last_frame_ns >= IDLE_FULL_FRAME_NS &&
+                      outstanding < s->conn->max_frame;
+    if (idle_short) {
+        // The producer may hold a batch larger than what it has: top up to a whole frame, even
+        // though more than half a window is outstanding (the usual top-up threshold).
         target = SL_MAX(target, (uint64_t)s->conn->max_frame);
-    }
-    if (outstanding * CREDIT_TOPUP_DIVISOR > target) {
+    } else if (outstanding * CREDIT_TOPUP_DIVISOR > target) {
         return;
     }
     uint64_t delta = target - outstanding;
@@ -371,6 +379,7 @@ sl_flow_produce_frame(sl_stream *s, const sl_frame *f)
     s->received_total += frame_bytes;
     s->credit_reserved -= frame_bytes;
     s->last_frame_ns = sl_now_ns();
+    s->frame_max_seen = SL_MAX(s->frame_max_seen, frame_bytes);
     s->next_seq = seq;
     s->acks = pr->acks;
     s->accepted_bytes.total += keep_bytes;
@@ -639,6 +648,10 @@ sl_flow_deliver(sl_stream *s)
             return;
         }
         if (rc != SL_OK || len == 0) {
+            if (rc != SL_OK) {
+                sl_broker_log(b, 3, "topic %s partition %" PRIu32 ": read at %" PRIu64 ": %s",
+                              s->topic->name, p->index, s->position, sl_errname(rc));
+            }
             break;
         }
         // Walk the batches read: cut at the requested record count (the consumer skips records

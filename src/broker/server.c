@@ -406,16 +406,18 @@ on_tick(uv_timer_t *t)
     }
     sl_flow_tick(b, now);
     conns_tick(b, now);
-    if (b->tick_count % 100 == 0) {
-        int64_t now_us = (int64_t)time(NULL) * 1000000;
-        for (sl_topic *tp = b->topics; tp != NULL; tp = tp->next) {
-            for (uint32_t i = 0; i < tp->config.partition_count; i++) {
-                int n = sl_log_retention_run(tp->partitions[i].log, now_us);
-                if (n > 0) {
-                    sl_broker_log(b, 3, "topic %s partition %" PRIu32 ": retention removed %d "
-                                        "segments",
-                                  tp->name, i, n);
-                }
+    // Retention every second; every tick for drop_oldest topics, whose backlog bound is enforced
+    // by deleting segments and must hold within a tick's worth of traffic.
+    int64_t now_us = (int64_t)time(NULL) * 1000000;
+    for (sl_topic *tp = b->topics; tp != NULL; tp = tp->next) {
+        if (b->tick_count % 100 != 0 && tp->config.full_policy != SL_FULL_DROP_OLDEST) {
+            continue;
+        }
+        for (uint32_t i = 0; i < tp->config.partition_count; i++) {
+            int n = sl_log_retention_run(tp->partitions[i].log, now_us);
+            if (n > 0) {
+                sl_broker_log(b, 3, "topic %s partition %" PRIu32 ": retention removed %d segments",
+                              tp->name, i, n);
             }
         }
     }

@@ -1,10 +1,13 @@
-// Overload: a producer offering far more than a rate-limited consumer takes. The broker must keep
-// its memory inside the budget, slow the producer with credit until its accepted rate matches the
-// consumer's, and lose nothing it acknowledged (every acked record is consumed, once, in order).
-// Runs 8 s (SL_SOAK=1: 20 s).
-// ctest-timeout: 240
+// Overload: a producer offering far more than a rate-limited consumer takes. Under the default
+// policy the broker must keep its memory inside the budget, slow the producer with credit until its
+// accepted rate matches the consumer's, and lose nothing it acknowledged (every acked record is
+// consumed, once, in order); the same with a bound in time (max_lag) instead of bytes. Under
+// drop_oldest the producer is not slowed, and the consumer skips what was dropped while the disk
+// stays bounded. Each case runs 8 s (SL_SOAK=1: 20 s).
+// ctest-timeout: 400
 #include "support/test_util.h"
 
+#include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,7 +39,7 @@ typedef struct overload {
     uint64_t throttles;
     uint64_t stream_errors;
     uint64_t acked_by_second[SECONDS_MAX];
-    uint64_t consumed;
+    _Atomic uint64_t consumed;
     uint64_t out_of_order;
     int64_t consumer_end_ns;
 } overload;
@@ -151,6 +154,7 @@ consumer_main(void *arg)
     assert_int_equal(sl_test_wire_expect(&w, SL_FRAME_STREAM_OK, &f, 5000), SL_OK);
     uint64_t next = 0;
     uint64_t requested = 0;
+    uint64_t received = 0; // records delivered (offsets may jump when a lossy topic drops)
     int64_t t0 = now_ns();
     int64_t last_progress = t0;
     // A token bucket of CONSUMER_RATE records/s decides how much to request; stops when it has
@@ -158,7 +162,7 @@ consumer_main(void *arg)
     for (;;) {
         int64_t t = now_ns();
         uint64_t allowed = (uint64_t)((t - t0) / 1000) * CONSUMER_RATE / 1000000;
-        if (allowed > requested && requested - next < 2000) {
+        if (allowed > requested && requested - received < 2000) {
             uint64_t n = allowed - requested;
             sl_proto_request rq = {.records = n, .bytes = 16u << 20};
             assert_int_equal(sl_proto_encode_request(frame, sizeof(frame), 2, &rq, &len), SL_OK);
@@ -171,9 +175,10 @@ consumer_main(void *arg)
                 o->out_of_order++;
             }
             next = d->end_offset;
+            received += d->end_offset - d->first_offset;
             last_progress = now_ns();
         }
-        o->consumed = next;
+        atomic_store(&o->consumed, next);
         if (atomic_load(&o->producer_done)) {
             uint64_t acked = atomic_load(&o->acked);
             if (next >= acked || now_ns() - t > 60000000000LL || now_ns() - last_progress > 5000000000LL) {
@@ -186,10 +191,30 @@ consumer_main(void *arg)
     return NULL;
 }
 
-static void
-test_broker_overload_slows_producer_to_consumer_rate(void **state)
+typedef struct overload_result {
+    double ratio; // accepted rate in the second half / consumer rate
+    uint64_t acked;
+    long rss_kb;
+    uint64_t disk_bytes; // data directory size when the producer stopped
+    uint64_t backlog_at_stop; // records acked but not yet consumed when the producer stopped
+} overload_result;
+
+static uint64_t disk_total;
+
+static int
+disk_add(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-    (void)state;
+    (void)path;
+    (void)ftw;
+    if (flag == FTW_F) {
+        disk_total += (uint64_t)st->st_size;
+    }
+    return 0;
+}
+
+static void
+run_overload(const sl_proto_topic_config *topic, overload *o, overload_result *res)
+{
     sl_test_broker b = {0};
     char mem[32];
     snprintf(mem, sizeof(mem), "%uMiB", MEMORY_BUDGET_MIB);
@@ -197,46 +222,107 @@ test_broker_overload_slows_producer_to_consumer_rate(void **state)
     assert_int_equal(sl_test_broker_start(&b, args), 0);
     sl_test_wire w;
     assert_int_equal(sl_test_wire_open(&w, b.port, 1), 0);
-    assert_int_equal(sl_test_wire_create_topic(&w, "load", 1, BACKLOG_BYTES, 0), 0);
+    assert_int_equal(sl_test_wire_create_topic_config(&w, "load", topic), 0);
     sl_test_wire_close(&w);
 
-    static overload o;
-    memset(&o, 0, sizeof(o));
-    o.port = b.port;
+    memset(o, 0, sizeof(*o));
+    o->port = b.port;
     int seconds = getenv("SL_SOAK") != NULL ? 20 : 8;
-    o.duration_ns = (int64_t)seconds * 1000000000;
-    o.start_ns = now_ns();
+    o->duration_ns = (int64_t)seconds * 1000000000;
+    o->start_ns = now_ns();
     pthread_t prod;
     pthread_t cons;
-    assert_int_equal(pthread_create(&cons, NULL, consumer_main, &o), 0);
-    assert_int_equal(pthread_create(&prod, NULL, producer_main, &o), 0);
+    assert_int_equal(pthread_create(&cons, NULL, consumer_main, o), 0);
+    assert_int_equal(pthread_create(&prod, NULL, producer_main, o), 0);
     pthread_join(prod, NULL);
+    res->backlog_at_stop = atomic_load(&o->acked) - atomic_load(&o->consumed);
+    disk_total = 0;
+    nftw(b.data_dir, disk_add, 16, FTW_PHYS);
+    res->disk_bytes = disk_total;
     pthread_join(cons, NULL);
-    long rss_kb = sl_test_broker_peak_rss_kb(&b);
+    res->rss_kb = sl_test_broker_peak_rss_kb(&b);
     assert_int_equal(sl_test_broker_stop(&b), 0);
 
     // Accepted rate over the second half of the send window.
     uint64_t late = 0;
     for (int s = seconds / 2; s < seconds; s++) {
-        late += o.acked_by_second[s];
+        late += o->acked_by_second[s];
     }
     double late_rate = (double)late / (seconds - seconds / 2);
-    double ratio = late_rate / CONSUMER_RATE;
-    uint64_t acked = atomic_load(&o.acked);
-    print_message("overload: sent %llu, acked %llu, consumed %llu; accepted %.0f/s in the second "
-                  "half (%.2f of the consumer's %u/s); throttles %llu; broker peak RSS %ld KiB\n",
-                  (unsigned long long)o.sent_records, (unsigned long long)acked,
-                  (unsigned long long)o.consumed, late_rate, ratio, CONSUMER_RATE,
-                  (unsigned long long)o.throttles, rss_kb);
-    assert_int_equal(o.stream_errors, 0);         // slowed by credit, never refused
-    assert_int_equal(o.out_of_order, 0);           // no gaps, no duplicates
-    assert_true(o.consumed >= acked);              // nothing acknowledged was lost
-    assert_true(ratio > 0.9 && ratio < 1.1);       // converged to the consumer's rate
+    res->ratio = late_rate / CONSUMER_RATE;
+    res->acked = atomic_load(&o->acked);
+    print_message("overload: sent %llu, acked %llu, consumed %llu, gaps %llu; accepted %.0f/s in "
+                  "the second half (%.2f of the consumer's %u/s); throttles %llu; broker peak RSS "
+                  "%ld KiB; data dir %llu KiB; backlog at stop %llu records\n",
+                  (unsigned long long)o->sent_records, (unsigned long long)res->acked,
+                  (unsigned long long)atomic_load(&o->consumed),
+                  (unsigned long long)o->out_of_order, late_rate,
+                  res->ratio, CONSUMER_RATE, (unsigned long long)o->throttles, res->rss_kb,
+                  (unsigned long long)(res->disk_bytes >> 10),
+                  (unsigned long long)res->backlog_at_stop);
+    sl_test_broker_cleanup(&b);
+}
+
+static void
+check_memory(const overload_result *res)
+{
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
     // The budget plus a fixed overhead (code, libraries, index pages, per-connection buffers).
-    assert_true(rss_kb < (long)(MEMORY_BUDGET_MIB + 48) * 1024);
+    assert_true(res->rss_kb < (long)(MEMORY_BUDGET_MIB + 48) * 1024);
+#else
+    (void)res;
 #endif
-    sl_test_broker_cleanup(&b);
+}
+
+static void
+test_broker_overload_slows_producer_to_consumer_rate(void **state)
+{
+    (void)state;
+    static overload o;
+    overload_result res;
+    sl_proto_topic_config topic = {.partition_count = 1, .max_backlog_bytes = BACKLOG_BYTES};
+    run_overload(&topic, &o, &res);
+    assert_int_equal(o.stream_errors, 0);         // slowed by credit, never refused
+    assert_int_equal(o.out_of_order, 0);          // no gaps, no duplicates
+    assert_true(atomic_load(&o.consumed) >= res.acked);         // nothing acknowledged was lost
+    assert_true(res.ratio > 0.9 && res.ratio < 1.1); // converged to the consumer's rate
+    check_memory(&res);
+}
+
+static void
+test_broker_overload_max_lag_bounds_the_backlog_in_time(void **state)
+{
+    (void)state;
+    static overload o;
+    overload_result res;
+    // At most about one second behind at the consumer's pace, whatever the record size.
+    sl_proto_topic_config topic = {.partition_count = 1, .max_lag_ms = 1000};
+    run_overload(&topic, &o, &res);
+    assert_int_equal(o.stream_errors, 0);
+    assert_int_equal(o.out_of_order, 0);
+    assert_true(atomic_load(&o.consumed) >= res.acked);
+    assert_true(res.ratio > 0.85 && res.ratio < 1.15);
+    // The backlog when the producer stopped: what was acked beyond what the consumer had taken.
+    // About one second at 20,000/s, with half a second of room for the ramp and the measurement.
+    assert_true(res.backlog_at_stop < CONSUMER_RATE * 3 / 2);
+    check_memory(&res);
+}
+
+static void
+test_broker_overload_drop_oldest_keeps_producer_fast_and_disk_bounded(void **state)
+{
+    (void)state;
+    static overload o;
+    overload_result res;
+    sl_proto_topic_config topic = {.partition_count = 1,
+                                   .max_backlog_bytes = 1u << 20,
+                                   .full_policy = SL_FULL_DROP_OLDEST};
+    run_overload(&topic, &o, &res);
+    assert_int_equal(o.stream_errors, 0);
+    assert_true(res.ratio > 3.0);     // not slowed to the consumer's pace: the topic drops instead
+    assert_true(o.out_of_order > 0);  // the consumer skipped what was dropped (counted by the broker)
+    assert_true(res.disk_bytes < 32u * (1u << 20)); // the backlog bound holds on disk
+    check_memory(&res);
 }
 
 int
@@ -244,6 +330,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_broker_overload_slows_producer_to_consumer_rate),
+        cmocka_unit_test(test_broker_overload_max_lag_bounds_the_backlog_in_time),
+        cmocka_unit_test(test_broker_overload_drop_oldest_keeps_producer_fast_and_disk_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

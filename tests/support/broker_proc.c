@@ -302,12 +302,20 @@ int
 sl_test_wire_create_topic(sl_test_wire *w, const char *name, uint32_t partitions,
                           uint64_t max_backlog_bytes, uint32_t max_lag_ms)
 {
+    sl_proto_topic_config c = {.partition_count = partitions,
+                               .max_backlog_bytes = max_backlog_bytes,
+                               .max_lag_ms = max_lag_ms};
+    return sl_test_wire_create_topic_config(w, name, &c);
+}
+
+int
+sl_test_wire_create_topic_config(sl_test_wire *w, const char *name,
+                                 const sl_proto_topic_config *config)
+{
     uint8_t frame[1024];
     size_t len = 0;
     sl_proto_create_topic ct = {.correlation_id = w->next_correlation++,
-                                .config = {.partition_count = partitions,
-                                           .max_backlog_bytes = max_backlog_bytes,
-                                           .max_lag_ms = max_lag_ms},
+                                .config = *config,
                                 .topic = {.data = name, .size = (uint16_t)strlen(name)}};
     if (sl_proto_encode_create_topic(frame, sizeof(frame), &ct, &len) != SL_OK ||
         sl_test_wire_send(w, frame, len) != 0) {

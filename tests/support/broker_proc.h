@@ -61,6 +61,9 @@ int sl_test_wire_expect(sl_test_wire *w, uint8_t type, sl_frame *f, int timeout_
 // Admin helpers: return the ADMIN_RESULT code (0 = success) or a negative status.
 int sl_test_wire_create_topic(sl_test_wire *w, const char *name, uint32_t partitions,
                               uint64_t max_backlog_bytes, uint32_t max_lag_ms);
+// The same with every topic setting (full policy, retention).
+int sl_test_wire_create_topic_config(sl_test_wire *w, const char *name,
+                                     const sl_proto_topic_config *config);
 
 // Builds a batch of count records whose values are "<seq> " followed by filler up to value_size,
 // seq starting at first_seq, stamped with the producer identity (producer_id, (u32)first_seq),
