@@ -3,6 +3,7 @@
 // broker queue without bound), the 10 ms tick that measures rates and re-evaluates credit, and
 // shutdown on SIGINT/SIGTERM that drains the storage thread and syncs every log.
 #include "broker/broker.h"
+#include "broker/admin_http.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -545,7 +546,7 @@ sl_broker_open(sl_broker *b, const sl_broker_config *config, char *err, size_t e
     b->sigterm.data = b;
     uv_signal_start(&b->sigint, on_signal, SIGINT);
     uv_signal_start(&b->sigterm, on_signal, SIGTERM);
-    return SL_OK;
+    return sl_admin_open(b, err, err_size);
 }
 
 int
@@ -559,6 +560,7 @@ sl_broker_run(sl_broker *b)
 void
 sl_broker_close(sl_broker *b)
 {
+    sl_admin_close(b); // first: no HTTP request may reach the loop while it is torn down
     // Let the storage thread finish what was queued, then hand back its completions so every
     // budget reservation is released before the budgets are freed.
     sl_storage_stop(&b->storage);
