@@ -507,6 +507,12 @@ sl_broker_open(sl_broker *b, const sl_broker_config *config, char *err, size_t e
         return rc;
     }
     b->loop = uv_default_loop();
+    // Before the other handles: when the admin address cannot be bound, no handle keeps the loop
+    // that sl_broker_close runs from finishing.
+    rc = sl_admin_open(b, err, err_size);
+    if (rc != SL_OK) {
+        return rc;
+    }
     uv_tcp_init(b->loop, &b->listener);
     b->listener.data = b;
     struct sockaddr_storage addr;
@@ -546,7 +552,7 @@ sl_broker_open(sl_broker *b, const sl_broker_config *config, char *err, size_t e
     b->sigterm.data = b;
     uv_signal_start(&b->sigint, on_signal, SIGINT);
     uv_signal_start(&b->sigterm, on_signal, SIGTERM);
-    return sl_admin_open(b, err, err_size);
+    return SL_OK;
 }
 
 int
@@ -572,7 +578,10 @@ sl_broker_close(sl_broker *b)
     }
     sl_storage_fini(&b->storage);
     if (b->loop != NULL) {
-        uv_close((uv_handle_t *)&b->storage_done, NULL);
+        // Not yet initialized when the open failed early (listen or admin address in use).
+        if (b->storage_done.type == UV_ASYNC) {
+            uv_close((uv_handle_t *)&b->storage_done, NULL);
+        }
         uv_run(b->loop, UV_RUN_DEFAULT); // runs the close callbacks
         uv_loop_close(b->loop);
     }
