@@ -6,6 +6,7 @@
 #include "support/test_util.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -30,6 +31,7 @@
 #define HUGE_REQUEST_BYTES (1024u * 1024u)
 #define HUGE_REQUEST_ROUNDS 20u
 #define IDLE_CONNECTIONS 40u
+#define CONNECT_ATTEMPTS 50
 
 static uint8_t frame_buf[256 * 1024];
 static uint8_t batch_buf[128 * 1024];
@@ -46,12 +48,22 @@ typedef struct http_response {
 static int
 tcp_connect(uint16_t port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    return fd;
+    int err = 0;
+    // A loaded machine (sanitizers) may refuse a connect for a moment: bounded retries.
+    for (int attempt = 0; attempt < CONNECT_ATTEMPTS; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fd >= 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            return fd;
+        }
+        err = errno;
+        close(fd);
+        usleep(100 * 1000);
+    }
+    fail_msg("connect to the admin port %u: %s", port, strerror(err));
+    return -1;
 }
 
 // Sends what it can (the server may close early on a request it refuses).
