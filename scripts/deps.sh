@@ -7,6 +7,7 @@ PACKAGES=(
     build-essential cmake pkg-config
     libcmocka-dev   # unit tests
     libuv1-dev      # event loop (broker, client)
+    libmicrohttpd-dev   # the broker's admin HTTP endpoint
     libzmq3-dev     # benchmark baseline: ZeroMQ inproc PUSH/PULL
     libzstd-dev liblz4-dev
     clang libclang-rt-14-dev   # libFuzzer and sanitizer runtimes

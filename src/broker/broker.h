@@ -44,6 +44,7 @@ typedef struct sl_topic sl_topic;
 typedef struct sl_partition sl_partition;
 typedef struct sl_conn sl_conn;
 typedef struct sl_stream sl_stream;
+typedef struct sl_admin sl_admin; // admin_http.c: the admin HTTP endpoint
 
 // An exponentially weighted rate, updated on the tick.
 typedef struct sl_rate {
@@ -277,6 +278,7 @@ struct sl_broker {
     uint64_t tick_count;
     bool stopping;
     sl_broker_stats stats;
+    sl_admin *admin; // NULL when the admin endpoint is off
 };
 
 // ---- server.c

@@ -6,6 +6,7 @@
 
 #include <sluice/error.h>
 
+#include "broker/admin_http.h"
 #include "broker/broker.h"
 #include "core/parse.h"
 
@@ -35,9 +36,13 @@ main(int argc, char **argv)
     }
     char mem[32];
     char disk[32];
-    printf("sluiced %s: listening on %s:%u, data in %s, memory budget %s, disk budget %s, "
-           "fsync %s\n",
-           SL_VERSION_STRING, config.listen_host, broker.bound_port, config.data_dir,
+    char admin[SL_CONFIG_HOST_MAX + 32] = "off";
+    if (config.admin_enabled) {
+        snprintf(admin, sizeof(admin), "http://%s:%u", config.admin_host, sl_admin_port(&broker));
+    }
+    printf("sluiced %s: listening on %s:%u, admin %s, data in %s, memory budget %s, disk budget "
+           "%s, fsync %s\n",
+           SL_VERSION_STRING, config.listen_host, broker.bound_port, admin, config.data_dir,
            sl_format_size(config.memory_budget_bytes, mem, sizeof(mem)),
            sl_format_size(config.disk_budget_bytes, disk, sizeof(disk)),
            config.fsync_policy == SL_FSYNC_ALWAYS     ? "always"

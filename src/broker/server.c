@@ -3,6 +3,7 @@
 // broker queue without bound), the 10 ms tick that measures rates and re-evaluates credit, and
 // shutdown on SIGINT/SIGTERM that drains the storage thread and syncs every log.
 #include "broker/broker.h"
+#include "broker/admin_http.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -508,6 +509,12 @@ sl_broker_open(sl_broker *b, const sl_broker_config *config, char *err, size_t e
         return rc;
     }
     b->loop = uv_default_loop();
+    // Before the other handles: when the admin address cannot be bound, no handle keeps the loop
+    // that sl_broker_close runs from finishing.
+    rc = sl_admin_open(b, err, err_size);
+    if (rc != SL_OK) {
+        return rc;
+    }
     uv_tcp_init(b->loop, &b->listener);
     b->listener.data = b;
     struct sockaddr_storage addr;
@@ -561,6 +568,7 @@ sl_broker_run(sl_broker *b)
 void
 sl_broker_close(sl_broker *b)
 {
+    sl_admin_close(b); // first: no HTTP request may reach the loop while it is torn down
     // Let the storage thread finish what was queued, then hand back its completions so every
     // budget reservation is released before the budgets are freed.
     sl_storage_stop(&b->storage);
@@ -572,7 +580,10 @@ sl_broker_close(sl_broker *b)
     }
     sl_storage_fini(&b->storage);
     if (b->loop != NULL) {
-        uv_close((uv_handle_t *)&b->storage_done, NULL);
+        // Not yet initialized when the open failed early (listen or admin address in use).
+        if (b->storage_done.type == UV_ASYNC) {
+            uv_close((uv_handle_t *)&b->storage_done, NULL);
+        }
         uv_run(b->loop, UV_RUN_DEFAULT); // runs the close callbacks
         uv_loop_close(b->loop);
     }

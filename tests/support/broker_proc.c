@@ -22,8 +22,8 @@
 
 #define ARGS_MAX 48
 
-int
-sl_test_broker_start(sl_test_broker *b, const char *const *extra_args)
+static int
+broker_start(sl_test_broker *b, const char *const *extra_args, int admin)
 {
     const char *bin = getenv("SL_SLUICED");
     if (bin == NULL) {
@@ -43,7 +43,7 @@ sl_test_broker_start(sl_test_broker *b, const char *const *extra_args)
     argv[n++] = "--listen";
     argv[n++] = "127.0.0.1:0";
     argv[n++] = "--admin";
-    argv[n++] = "off";
+    argv[n++] = admin ? "127.0.0.1:0" : "off";
     argv[n++] = "--data";
     argv[n++] = b->data_dir;
     for (int i = 0; extra_args != NULL && extra_args[i] != NULL && n < ARGS_MAX - 1; i++) {
@@ -93,7 +93,29 @@ sl_test_broker_start(sl_test_broker *b, const char *const *extra_args)
         return -1;
     }
     b->port = (uint16_t)atoi(at + strlen("listening on 127.0.0.1:"));
+    b->admin_port = 0;
+    if (admin) {
+        const char *ad = strstr(line, "admin http://127.0.0.1:");
+        if (ad == NULL) {
+            fprintf(stderr, "broker did not report its admin port; its output: %s\n", line);
+            sl_test_broker_kill(b);
+            return -1;
+        }
+        b->admin_port = (uint16_t)atoi(ad + strlen("admin http://127.0.0.1:"));
+    }
     return 0;
+}
+
+int
+sl_test_broker_start(sl_test_broker *b, const char *const *extra_args)
+{
+    return broker_start(b, extra_args, 0);
+}
+
+int
+sl_test_broker_start_admin(sl_test_broker *b, const char *const *extra_args)
+{
+    return broker_start(b, extra_args, 1);
 }
 
 int

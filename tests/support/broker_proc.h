@@ -12,6 +12,7 @@
 typedef struct sl_test_broker {
     pid_t pid;
     uint16_t port;
+    uint16_t admin_port; // set by sl_test_broker_start_admin
     char data_dir[256]; // set before start to reuse a directory (restart tests)
     char log_path[320]; // the broker's stderr
 } sl_test_broker;
@@ -20,6 +21,10 @@ typedef struct sl_test_broker {
 // --data (a new temp dir unless data_dir is set), plus extra_args (NULL-terminated, may be NULL).
 // Waits up to 10 s for its "listening on" line. Returns 0 or -1.
 int sl_test_broker_start(sl_test_broker *b, const char *const *extra_args);
+
+// As sl_test_broker_start, but with the admin HTTP endpoint on 127.0.0.1:0; its bound port is
+// read from the startup line into b->admin_port. Returns 0 or -1.
+int sl_test_broker_start_admin(sl_test_broker *b, const char *const *extra_args);
 
 // SIGTERM, then SIGKILL after 10 s; returns the exit status (or -1).
 int sl_test_broker_stop(sl_test_broker *b);
