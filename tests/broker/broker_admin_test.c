@@ -1,7 +1,7 @@
 // sluiced's admin HTTP endpoint through a real process: /metrics parses as Prometheus text and
 // holds the values of what was produced and consumed over the wire, /stats is JSON, /healthz is
 // ok, unknown paths are 404, and huge, malformed or idle requests neither crash nor grow it.
-// ctest-labels: concurrent
+// ctest-labels: admin
 // ctest-timeout: 120
 #include "support/test_util.h"
 

@@ -339,7 +339,11 @@ test_slow_topic_does_not_slow_the_other_topic_on_the_connection(void **state)
     assert_true(slow.seq > 0);                       // the slow topic was really active
     assert_true(slow.seq > iso.slow_consumed);       // and backed up
     assert_true(t_with >= t_alone * (100 - TOLERANCE_PCT) / 100);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    // Sub-millisecond tail latency is only meaningful without sanitizers; under them a single
+    // instrumented hiccup moves p99 by milliseconds (throughput is still checked above).
     assert_true(l_with <= l_alone * (100 + TOLERANCE_PCT) / 100 || l_with <= P99_FLOOR_US);
+#endif
 }
 
 int
