@@ -2,14 +2,20 @@
 // sluiced ($SL_SLUICED; skipped when not built) a 4-partition topic fed 50 interleaved keys and
 // keyless records: each key lands in the partition sl_partition_for_key names, in order, every
 // acked record once at the offset its report gave, and keyless batches spread over all partitions.
+// A fake broker with three partitions checks that one starved partition does not hold up the
+// others inside the producer.
 // ctest-labels: concurrent
 // ctest-timeout: 180
 #include "support/test_util.h"
 
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <sluice/client.h>
@@ -290,6 +296,257 @@ test_live_unknown_topic_fails_sends(void **state)
     sl_test_broker_cleanup(&b);
 }
 
+// ---- fake broker: three partitions, partition 1 never gets credit ----------------------------
+
+#define FAKE_PARTS   3u
+#define FAKE_STARVED 1u
+#define FAKE_FRAME   (1024u * 1024u)
+
+typedef struct hfake {
+    int lfd;
+    uint16_t port;
+    pthread_t thread;
+    atomic_bool stop;
+    atomic_ullong appended[FAKE_PARTS]; // records acked per partition
+    atomic_int describes;
+} hfake;
+
+static int
+hsend(int fd, const uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    for (int i = 0; i < 10000 && off < len; i++) {
+        ssize_t n = send(fd, buf + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0) {
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+typedef struct hconn {
+    int fd;
+    uint32_t stream_part[64]; // stream id / 2 -> partition + 1 (0: none)
+    uint32_t next_seq[FAKE_PARTS];
+    uint8_t out[65536];
+} hconn;
+
+static int
+hfake_open(hconn *c, const sl_frame *fr)
+{
+    uint32_t sid = fr->header.stream_id;
+    uint32_t part = fr->u.open_produce.partition;
+    assert_true(part < FAKE_PARTS); // a routed producer names its partition
+    assert_true(sid / 2 < 64);
+    c->stream_part[sid / 2] = part + 1;
+    size_t len = 0;
+    sl_proto_stream_ok ok = {.kind = SL_STREAM_PRODUCE,
+                             .partition = part,
+                             .producer_id = 10 + part,
+                             .next_seq = c->next_seq[part],
+                             .max_batch_bytes = FAKE_FRAME / 2};
+    assert_int_equal(sl_proto_encode_stream_ok(c->out, sizeof(c->out), sid, &ok, &len), SL_OK);
+    if (hsend(c->fd, c->out, len) != 0 || part == FAKE_STARVED) {
+        return part == FAKE_STARVED ? 0 : -1;
+    }
+    sl_proto_credit cr = {.granted_total_bytes = 1ull << 40};
+    assert_int_equal(sl_proto_encode_credit(c->out, sizeof(c->out), sid, &cr, &len), SL_OK);
+    return hsend(c->fd, c->out, len);
+}
+
+static int
+hfake_produce(hfake *f, hconn *c, const sl_frame *fr)
+{
+    uint32_t sid = fr->header.stream_id;
+    uint32_t part = c->stream_part[sid / 2] - 1;
+    assert_true(part < FAKE_PARTS && part != FAKE_STARVED); // never beyond credit
+    uint32_t n = fr->u.produce.batches.record_count;
+    assert_int_equal(fr->u.produce.first_seq, c->next_seq[part]); // contiguous per stream
+    c->next_seq[part] += n;
+    uint64_t base = atomic_fetch_add(&f->appended[part], n);
+    sl_proto_ack a = {.seq_end = c->next_seq[part],
+                      .acks = fr->u.produce.acks,
+                      .base_offset = base,
+                      .last_offset = base + n - 1};
+    size_t len = 0;
+    assert_int_equal(sl_proto_encode_ack(c->out, sizeof(c->out), sid, &a, &len), SL_OK);
+    return hsend(c->fd, c->out, len);
+}
+
+static int
+hfake_frame(hfake *f, hconn *c, const sl_frame *fr)
+{
+    size_t len = 0;
+    int err = SL_OK;
+    switch (fr->header.type) {
+    case SL_FRAME_HELLO: {
+        sl_proto_hello_ok ok = {.version = 1,
+                                .max_frame_bytes = FAKE_FRAME,
+                                .heartbeat_ms = fr->u.hello.heartbeat_ms,
+                                .max_streams = 16,
+                                .broker_id = {"fake", 4}};
+        err = sl_proto_encode_hello_ok(c->out, sizeof(c->out), &ok, &len);
+        break;
+    }
+    case SL_FRAME_PING: {
+        sl_proto_ping p = {.nonce = fr->u.ping.nonce};
+        err = sl_proto_encode_ping(c->out, sizeof(c->out), true, &p, &len);
+        break;
+    }
+    case SL_FRAME_DESCRIBE_TOPIC: {
+        atomic_fetch_add(&f->describes, 1);
+        sl_proto_partition_info parts[FAKE_PARTS] = {{0}};
+        sl_proto_topic_info info = {.correlation_id = fr->u.topic_request.correlation_id,
+                                    .config = {.partition_count = FAKE_PARTS},
+                                    .topic = fr->u.topic_request.topic,
+                                    .partitions = parts};
+        err = sl_proto_encode_topic_info(c->out, sizeof(c->out), &info, &len);
+        break;
+    }
+    case SL_FRAME_OPEN_PRODUCE:
+        return hfake_open(c, fr);
+    case SL_FRAME_PRODUCE:
+        return hfake_produce(f, c, fr);
+    default:
+        return 0;
+    }
+    assert_int_equal(err, SL_OK);
+    return hsend(c->fd, c->out, len);
+}
+
+static void
+hfake_serve(hfake *f, int fd)
+{
+    hconn *c = calloc(1, sizeof(*c));
+    uint8_t *buf = malloc(FAKE_FRAME + 4096);
+    size_t have = 0;
+    c->fd = fd;
+    while (!atomic_load(&f->stop)) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 20) <= 0) {
+            continue;
+        }
+        ssize_t n = recv(fd, buf + have, FAKE_FRAME + 4096 - have, 0);
+        if (n <= 0) {
+            break;
+        }
+        have += (size_t)n;
+        size_t pos = 0;
+        int rc = 0;
+        for (int i = 0; i < 100000 && rc == 0; i++) {
+            sl_frame fr;
+            size_t used = 0;
+            int err = sl_proto_decode(buf + pos, have - pos, FAKE_FRAME, &fr, &used, NULL);
+            if (err == SL_EAGAIN) {
+                break;
+            }
+            assert_int_equal(err, SL_OK);
+            rc = hfake_frame(f, c, &fr);
+            pos += used;
+        }
+        memmove(buf, buf + pos, have - pos);
+        have -= pos;
+        if (rc != 0) {
+            break;
+        }
+    }
+    close(fd);
+    free(buf);
+    free(c);
+}
+
+static void *
+hfake_main(void *arg)
+{
+    hfake *f = arg;
+    while (!atomic_load(&f->stop)) {
+        struct pollfd pf = {.fd = f->lfd, .events = POLLIN};
+        if (poll(&pf, 1, 20) <= 0) {
+            continue;
+        }
+        int fd = accept(f->lfd, NULL, NULL);
+        if (fd >= 0) {
+            hfake_serve(f, fd);
+        }
+    }
+    return NULL;
+}
+
+typedef struct hol_reports {
+    atomic_ullong acked[FAKE_PARTS];
+    atomic_ullong failed[FAKE_PARTS];
+} hol_reports;
+
+static void
+hol_report(const sl_delivery_report *r, void *user)
+{
+    hol_reports *h = user;
+    assert_true(r->partition < FAKE_PARTS);
+    if (r->err == SL_OK) {
+        atomic_fetch_add(&h->acked[r->partition], r->record_count);
+    } else {
+        atomic_fetch_add(&h->failed[r->partition], r->record_count);
+    }
+}
+
+// Partition 1 gets a stream but no credit: records for partitions 0 and 2 are still delivered,
+// and partition 1's are reported failed (closed) only when the producer is freed.
+static void
+test_starved_partition_does_not_block_others(void **state)
+{
+    (void)state;
+    hfake *f = calloc(1, sizeof(*f));
+    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(f->lfd, 8), 0);
+    socklen_t alen = sizeof(a);
+    getsockname(f->lfd, (struct sockaddr *)&a, &alen);
+    f->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&f->thread, NULL, hfake_main, f), 0);
+
+    hol_reports h = {0};
+    char broker[64];
+    snprintf(broker, sizeof(broker), "127.0.0.1:%u", f->port);
+    sl_producer_config cfg;
+    sl_producer_config_init(&cfg);
+    cfg.broker = broker;
+    cfg.topic = "three";
+    cfg.delivery_cb = hol_report;
+    cfg.delivery_user = &h;
+    sl_producer *p = NULL;
+    assert_int_equal(sl_producer_new(&cfg, &p), SL_OK);
+    uint64_t want[FAKE_PARTS] = {0};
+    for (uint32_t i = 0; i < 3000; i++) {
+        char key[16];
+        int n = snprintf(key, sizeof(key), "key-%u", i % 30);
+        sl_record r = {.key = key, .key_size = (uint32_t)n, .value = "v", .value_size = 1};
+        assert_int_equal(sl_producer_send(p, &r, sl_deadline_after_ms(ROUTE_WAIT_MS), NULL), SL_OK);
+        want[sl_partition_for_key(key, (size_t)n, FAKE_PARTS)]++;
+    }
+    assert_true(want[FAKE_STARVED] > 0);
+    int64_t deadline = sl_deadline_after_ms(ROUTE_WAIT_MS);
+    while ((atomic_load(&h.acked[0]) < want[0] || atomic_load(&h.acked[2]) < want[2]) &&
+           sl_now_ns() < deadline) {
+        usleep(2000);
+    }
+    assert_int_equal(atomic_load(&h.acked[0]), want[0]);
+    assert_int_equal(atomic_load(&h.acked[2]), want[2]);
+    assert_int_equal(atomic_load(&h.acked[FAKE_STARVED]), 0);
+    assert_int_equal(sl_producer_flush(p, sl_deadline_after_ms(100)), SL_ETIMEDOUT);
+    sl_producer_stats st;
+    sl_producer_stats_get(p, &st);
+    assert_true(st.client.credit_waits_total > 0);
+    sl_producer_free(p);
+    assert_int_equal(atomic_load(&h.failed[FAKE_STARVED]), want[FAKE_STARVED]);
+    assert_int_equal(atomic_load(&f->describes), 1);
+    atomic_store(&f->stop, true);
+    pthread_join(f->thread, NULL);
+    close(f->lfd);
+    free(f);
+}
+
 int
 main(void)
 {
@@ -297,6 +554,7 @@ main(void)
         cmocka_unit_test(test_partition_for_key_is_fnv1a),
         cmocka_unit_test(test_live_keys_route_to_their_partition),
         cmocka_unit_test(test_live_unknown_topic_fails_sends),
+        cmocka_unit_test(test_starved_partition_does_not_block_others),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
