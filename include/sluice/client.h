@@ -61,7 +61,7 @@ typedef void (*sl_delivery_cb)(const sl_delivery_report *report, void *user);
 typedef struct sl_producer_config {
     const char *broker;         // "host:port"; NULL: $SLUICE_BROKER, else 127.0.0.1:7420. Copied.
     const char *topic;          // required. Copied.
-    uint32_t partition;         // SL_PROTO_PARTITION_ANY lets the broker choose
+    uint32_t partition;         // SL_PROTO_PARTITION_ANY: routed by key (sl_partition_for_key)
     sl_acks acks;               // durability each ack means (default SL_ACKS_LOG)
     uint64_t buffer_bytes;      // bound on records buffered until acked (record cost, see budget.h)
     uint32_t batch_bytes;       // largest batch built; a record larger than this gets its own batch
@@ -75,6 +75,12 @@ typedef struct sl_producer_config {
     sl_client_wake_cb room_cb; // optional: buffer room after an SL_EAGAIN
     void *room_user;
 } sl_producer_config;
+
+// The partition a keyed record goes to with partition SL_PROTO_PARTITION_ANY: 32-bit FNV-1a of
+// the key bytes (offset basis 2166136261, prime 16777619, xor then multiply per byte) modulo
+// partition_count; 0 when partition_count is 0. Stable across versions, so other clients can
+// route the same way. Thread-safe, never blocks.
+SL_API uint32_t sl_partition_for_key(const void *key, size_t size, uint32_t partition_count);
 
 // Fills cfg with defaults (acks log, 32 MiB buffer, 1 MiB batches, linger 5 ms, any partition).
 SL_API void sl_producer_config_init(sl_producer_config *cfg);

@@ -526,6 +526,9 @@ io_frame(sl__io *io, const sl_frame *f, int64_t now)
         (void)sl__conn_ping(&io->conn, true, f->u.ping.nonce);
         return SL_OK;
     case SL_FRAME_PONG:
+        if (io->ops->on_pong != NULL) {
+            io->ops->on_pong(io->handle, f->u.ping.nonce);
+        }
         return SL_OK;
     case SL_FRAME_GOAWAY:
         // Unacked data is resent on the next connection, no earlier than the hint.

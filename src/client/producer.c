@@ -1,7 +1,9 @@
 // The producer: user threads copy records into a bounded buffer (an sl_budget of buffer_bytes) and
-// into the open batch; the I/O thread seals batches on linger or size, sends them within the
-// broker's credit, keeps them (still charged) until ACKed, honours THROTTLE retry-after, and after
-// a reconnect resends what was not acked under the same producer id and sequences (idempotence).
+// into an open batch per partition; the I/O thread seals batches on linger or size, sends each
+// partition's batches on its own produce stream within that stream's credit, keeps them (still
+// charged) until ACKed, honours THROTTLE per stream, and after a reconnect resends what was not
+// acked under the same producer id and sequences (idempotence). With partition ANY, records are
+// routed by key hash, keyless ones sticky round-robin per batch (docs/api/client.md, "Routing").
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +16,8 @@
 #define PRODUCER_BUFFER_BYTES_DEFAULT (32u * 1024u * 1024u)
 #define PRODUCER_BATCH_BYTES_DEFAULT  (1024u * 1024u)
 #define PRODUCER_LINGER_MS_DEFAULT    5u
-// A stream the broker closed with a retriable error is reopened after this long (or its hint).
+// A stream the broker closed with a retriable error is reopened after this long (or its hint);
+// a failed DESCRIBE_TOPIC is retried after it too.
 #define PRODUCER_REOPEN_MS 500u
 // PRODUCE payload before the batches: acks, reserved, batch count, first_seq.
 #define PRODUCE_FIXED_BYTES 8u
@@ -24,6 +27,33 @@
 // and widens them as it measures the rate, so a first batch of batch_bytes might never fit.
 #define PRODUCER_SEAL_BYTES_MIN     2048u
 #define PRODUCER_SEAL_BYTES_INITIAL (16u * 1024u)
+// An open batch's buffer starts this small and doubles up to the seal size, so a topic with many
+// partitions does not hold a seal-sized buffer per partition for a few records each.
+#define PRODUCER_OPEN_BYTES_INITIAL 4096u
+// Runs of consecutive send sequences a batch tracks for its reports (a routed batch interleaves
+// with other partitions'). A batch whose run table is full is sealed: caps the table at 16 KiB.
+#define PRODUCER_RUNS_INITIAL 4u
+#define PRODUCER_RUNS_MAX     1024u
+// 32-bit FNV-1a (docs/api/client.md, "Routing"): other clients reproduce it to agree on routing.
+#define PRODUCER_FNV_OFFSET_BASIS 2166136261u
+#define PRODUCER_FNV_PRIME        16777619u
+
+_Static_assert(PRODUCER_SEAL_BYTES_MIN <= PRODUCER_SEAL_BYTES_INITIAL, "seal sizes");
+_Static_assert(PRODUCER_RUNS_INITIAL <= PRODUCER_RUNS_MAX, "run table sizes");
+
+// How records find their partition.
+typedef enum producer_mode {
+    PRODUCER_FIXED,   // cfg.partition names one partition: one stream, as configured
+    PRODUCER_PENDING, // partition ANY, topic not described yet: records wait in slot 0
+    PRODUCER_LEGACY,  // partition ANY, the broker cannot describe: one stream, it picks
+    PRODUCER_ROUTED,  // partition ANY: one slot (and stream) per partition of the topic
+} producer_mode;
+
+// Records seq .. seq + count - 1 (send sequences) sit next to each other in a batch.
+typedef struct prun {
+    uint64_t seq;
+    uint32_t count;
+} prun;
 
 typedef struct pbatch {
     struct pbatch *next;
@@ -31,7 +61,7 @@ typedef struct pbatch {
     size_t cap;
     size_t len;
     sl_batch_builder builder; // while open
-    uint64_t seq;             // local sequence of the first record
+    uint64_t pseq;            // stream sequence of the first record (slot-local, contiguous)
     uint32_t record_count;
     uint64_t charge_bytes; // reserved on the buffer budget for these records
     uint64_t built_pid;    // producer id and wire sequence written into the header
@@ -40,7 +70,36 @@ typedef struct pbatch {
     uint64_t offset; // of the first record, from the first ACK that covered it
     bool offsets_known;
     int err;
+    uint32_t partition; // set when retired
+    prun *runs;         // send sequences of the records, in batch order; run_count >= 1 if sealed
+    uint32_t run_count;
+    uint32_t run_cap;
+    uint32_t runs_reported;    // reports handed out so far (one per run)
+    uint32_t records_reported; // records those reports covered
 } pbatch;
+
+// One partition's produce stream and the batches bound for it. Under io.mutex.
+typedef struct pslot {
+    uint32_t partition;    // asked for in OPEN_PRODUCE (SL_PROTO_PARTITION_ANY: broker picks)
+    uint32_t resolved;     // partition of the stream (STREAM_OK), reported with each batch
+    pbatch *open;          // receiving records; NULL when none
+    int64_t open_since_ns; // when open got its first record
+    pbatch *head;          // sealed, oldest first: [head, unsent) sent and unacked
+    pbatch *tail;
+    pbatch *unsent;     // first batch not yet sent on the current stream
+    uint64_t next_pseq; // stream sequence of the next record routed here
+    uint64_t pid;       // broker-assigned producer id; 0 before the first STREAM_OK
+    uint32_t wire_base; // wire sequence = (uint32_t)(stream sequence + wire_base)
+    uint32_t stream_id;
+    bool stream_open;       // OPEN_PRODUCE sent
+    bool stream_ready;      // STREAM_OK received
+    uint32_t seal_bytes;    // the open batch is sealed at this size (adapts to credit)
+    uint64_t credit_window; // most credit seen available at once on the current stream
+    uint64_t granted_bytes; // cumulative credit of the current stream
+    uint64_t sent_bytes;    // cumulative PRODUCE bytes of the current stream
+    bool credit_waiting;
+    int64_t paused_until_ns; // THROTTLE or reopen delay of this stream only
+} pslot;
 
 struct sl_producer {
     sl__io io;
@@ -49,26 +108,19 @@ struct sl_producer {
     sl_budget *buffer;
     int room_fd;
     // All below under io.mutex.
-    pbatch *open;          // receiving records; NULL when none
-    int64_t open_since_ns; // when open got its first record
-    pbatch *head;          // sealed, oldest first: [head, unsent) sent and unacked
-    pbatch *tail;
-    pbatch *unsent;    // first batch not yet sent on the current stream
-    pbatch *done_head; // reported or ready to report, oldest first
+    pslot *slots; // slot_count of them: one per partition when routed, else one
+    uint32_t slot_count;
+    producer_mode mode;
+    uint32_t sticky;         // slot that keyless records go to (routed)
+    uint32_t pump_start;     // slot the next pump serves first (fairness)
+    uint32_t last_stream_id; // odd ids, new per open: a late frame never hits a new stream
+    uint32_t meta_correlation; // of the DESCRIBE_TOPIC in flight
+    uint64_t meta_nonce;       // PING sent after it: its PONG first means "not answered"
+    bool meta_sent;            // on the current connection
+    int64_t meta_retry_ns;     // no DESCRIBE_TOPIC before this
+    pbatch *done_head;         // reported or ready to report, oldest first
     pbatch *done_tail;
-    uint64_t next_seq;  // local sequence of the next record
-    uint64_t pid;       // broker-assigned producer id; 0 before the first STREAM_OK
-    uint32_t wire_base; // wire sequence = (uint32_t)(local sequence + wire_base)
-    uint32_t stream_id;
-    bool stream_open;       // OPEN_PRODUCE sent
-    bool stream_ready;      // STREAM_OK received
-    uint32_t partition;     // resolved by STREAM_OK
-    uint32_t seal_bytes;    // the open batch is sealed at this size (adapts to credit)
-    uint64_t credit_window; // most credit seen available at once on the current stream
-    uint64_t granted_bytes; // cumulative credit of the current stream
-    uint64_t sent_bytes;    // cumulative PRODUCE bytes of the current stream
-    bool credit_waiting;
-    int64_t paused_until_ns; // THROTTLE or reopen delay
+    uint64_t next_seq; // send sequence of the next record
     bool flush;
     bool closing;
     int fatal;      // non-retriable stream error: sends fail with it
@@ -77,11 +129,42 @@ struct sl_producer {
 };
 
 static int batch_finish(const sl_producer *p, sl_batch_builder *b, size_t *len_out);
+static void producer_rewind(sl_producer *p, pslot *s);
+
+uint32_t
+sl_partition_for_key(const void *key, size_t size, uint32_t partition_count)
+{
+    if (partition_count == 0) {
+        return 0;
+    }
+    const uint8_t *k = key;
+    uint32_t h = PRODUCER_FNV_OFFSET_BASIS;
+    for (size_t i = 0; i < size; i++) {
+        h ^= k[i];
+        h *= PRODUCER_FNV_PRIME;
+    }
+    return h % partition_count;
+}
 
 static uint32_t
-wire_seq(const sl_producer *p, uint64_t seq)
+wire_seq(const pslot *s, uint64_t pseq)
 {
-    return (uint32_t)(seq + p->wire_base);
+    return (uint32_t)(pseq + s->wire_base);
+}
+
+static void
+slot_init(pslot *s, uint32_t partition, uint32_t batch_bytes)
+{
+    memset(s, 0, sizeof(*s));
+    s->partition = partition;
+    s->resolved = partition == SL_PROTO_PARTITION_ANY ? 0 : partition;
+    s->seal_bytes = SL_MIN(PRODUCER_SEAL_BYTES_INITIAL, batch_bytes);
+}
+
+static bool
+slot_has_data(const pslot *s)
+{
+    return s->head != NULL || (s->open != NULL && s->open->record_count > 0);
 }
 
 static void
@@ -89,6 +172,9 @@ batch_free(pbatch *b)
 {
     if (b->buf != NULL) {
         sl_free(b->buf, b->cap);
+    }
+    if (b->runs != NULL) {
+        sl_free(b->runs, (size_t)b->run_cap * sizeof(*b->runs));
     }
     sl_free(b, sizeof(*b));
 }
@@ -101,30 +187,141 @@ batch_new(size_t cap)
         return NULL;
     }
     b->buf = sl_alloc(cap);
-    if (b->buf == NULL) {
+    b->runs = sl_alloc(PRODUCER_RUNS_INITIAL * sizeof(*b->runs));
+    if (b->buf == NULL || b->runs == NULL) {
+        if (b->buf != NULL) {
+            sl_free(b->buf, cap);
+        }
+        if (b->runs != NULL) {
+            sl_free(b->runs, PRODUCER_RUNS_INITIAL * sizeof(*b->runs));
+        }
         sl_free(b, sizeof(*b));
         return NULL;
     }
     b->cap = cap;
+    b->run_cap = PRODUCER_RUNS_INITIAL;
     b->offset = SL_OFFSET_NONE;
     sl_batch_builder_init(&b->builder, b->buf, cap);
     return b;
 }
 
-// Finishes the open batch and queues it for sending. Caller holds the mutex.
-static void
-producer_seal(sl_producer *p)
+// Makes room for one more run: SL_OK, SL_ENOMEM, or SL_EFULL at PRODUCER_RUNS_MAX (seal it).
+static int
+batch_runs_grow(pbatch *b)
 {
-    pbatch *b = p->open;
+    if (b->run_count < b->run_cap) {
+        return SL_OK;
+    }
+    if (b->run_cap >= PRODUCER_RUNS_MAX) {
+        return SL_EFULL;
+    }
+    uint32_t cap = SL_MIN(b->run_cap * 2, PRODUCER_RUNS_MAX);
+    prun *runs = sl_alloc((size_t)cap * sizeof(*runs));
+    if (runs == NULL) {
+        return SL_ENOMEM;
+    }
+    memcpy(runs, b->runs, (size_t)b->run_count * sizeof(*runs));
+    sl_free(b->runs, (size_t)b->run_cap * sizeof(*b->runs));
+    b->runs = runs;
+    b->run_cap = cap;
+    return SL_OK;
+}
+
+static bool
+batch_run_extends(const pbatch *b, uint64_t seq)
+{
+    const prun *last = b->run_count > 0 ? &b->runs[b->run_count - 1] : NULL;
+    return last != NULL && last->seq + last->count == seq;
+}
+
+// Drops the first n records from a batch's runs (they were moved elsewhere).
+static void
+batch_runs_skip(pbatch *b, uint32_t n)
+{
+    uint32_t k = 0;
+    for (; k < b->run_count && n >= b->runs[k].count; k++) { // bounded by run_count
+        n -= b->runs[k].count;
+    }
+    memmove(b->runs, b->runs + k, (size_t)(b->run_count - k) * sizeof(*b->runs));
+    b->run_count -= k;
+    if (n > 0) {
+        SL_ASSERT(b->run_count > 0);
+        b->runs[0].seq += n;
+        b->runs[0].count -= n;
+    }
+}
+
+// Doubles an open batch's buffer (at least to fit need more bytes), up to limit.
+static int
+batch_grow(pbatch *b, size_t need, size_t limit)
+{
+    size_t cap = SL_MIN(SL_MAX(b->cap * 2, b->builder.used + need), SL_MAX(limit, b->cap));
+    if (cap <= b->cap) {
+        return SL_EFULL;
+    }
+    uint8_t *buf = sl_alloc(cap);
+    if (buf == NULL) {
+        return SL_ENOMEM;
+    }
+    memcpy(buf, b->buf, b->builder.used);
+    sl_free(b->buf, b->cap);
+    b->buf = buf;
+    b->cap = cap;
+    b->builder.buf = buf;
+    b->builder.capacity = cap;
+    return SL_OK;
+}
+
+// Fills r with the next report of a retired batch; true once its last run is reported.
+static bool
+batch_report_next(pbatch *b, sl_delivery_report *r)
+{
+    SL_ASSERT(b->runs_reported < b->run_count);
+    const prun *run = &b->runs[b->runs_reported];
+    *r = (sl_delivery_report){.seq = run->seq,
+                              .record_count = run->count,
+                              .partition = b->partition,
+                              .offset = b->offset == SL_OFFSET_NONE
+                                            ? SL_OFFSET_NONE
+                                            : b->offset + b->records_reported,
+                              .err = b->err};
+    b->records_reported += run->count;
+    b->runs_reported++;
+    return b->runs_reported == b->run_count;
+}
+
+// Picks the slot after the sticky one for the next keyless batch, preferring one that is not
+// paused or waiting for credit, so keyless records flow around a slow partition.
+static void
+producer_sticky_next(sl_producer *p)
+{
+    uint32_t n = p->slot_count;
+    int64_t now = sl_now_ns();
+    uint32_t next = (p->sticky + 1) % n;
+    for (uint32_t i = 1; i <= n; i++) { // bounded by the slot count
+        const pslot *s = &p->slots[(p->sticky + i) % n];
+        if (s->paused_until_ns <= now && !s->credit_waiting) {
+            next = (p->sticky + i) % n;
+            break;
+        }
+    }
+    p->sticky = next;
+}
+
+// Finishes a slot's open batch and queues it for sending. Caller holds the mutex.
+static void
+producer_seal(sl_producer *p, pslot *s)
+{
+    pbatch *b = s->open;
     if (b == NULL || b->record_count == 0) {
         return;
     }
-    sl_batch_builder_set_producer(&b->builder, p->pid, wire_seq(p, b->seq));
-    b->built_pid = p->pid;
-    b->built_wire_seq = wire_seq(p, b->seq);
+    sl_batch_builder_set_producer(&b->builder, s->pid, wire_seq(s, b->pseq));
+    b->built_pid = s->pid;
+    b->built_wire_seq = wire_seq(s, b->pseq);
     int err = batch_finish(p, &b->builder, &b->len);
     SL_ASSERT(err == SL_OK); // a non-empty batch always finishes (uncompressed at worst)
-    p->open = NULL;
+    s->open = NULL;
     // A batch sealed by linger may fill a fraction of its buffer: keep only what it uses, so
     // real memory stays close to what the buffer budget charged.
     uint8_t *tight = b->len < b->cap / 2 ? sl_alloc(b->len) : NULL;
@@ -134,29 +331,27 @@ producer_seal(sl_producer *p)
         b->buf = tight;
         b->cap = b->len;
     }
-    if (p->tail == NULL) {
-        p->head = b;
+    if (s->tail == NULL) {
+        s->head = b;
     } else {
-        p->tail->next = b;
+        s->tail->next = b;
     }
-    p->tail = b;
-    if (p->unsent == NULL) {
-        p->unsent = b;
+    s->tail = b;
+    if (s->unsent == NULL) {
+        s->unsent = b;
+    }
+    if (p->mode == PRODUCER_ROUTED && s == &p->slots[p->sticky]) {
+        producer_sticky_next(p); // sticky: a whole batch per partition, then the next
     }
 }
 
-// Moves the acked or failed front batch to the report list. Caller holds the mutex.
+// Moves a batch (off every slot list) to the report list. Caller holds the mutex.
 static void
-producer_retire_head(sl_producer *p, int err)
+producer_report_batch(sl_producer *p, pbatch *b, uint32_t partition, int err)
 {
-    pbatch *b = p->head;
-    SL_ASSERT(b != NULL && b != p->unsent);
-    p->head = b->next;
-    if (p->head == NULL) {
-        p->tail = NULL;
-    }
     b->next = NULL;
     b->err = err;
+    b->partition = partition;
     sl_free(b->buf, b->cap); // the data is no longer needed; the budget charge stays
     b->buf = NULL;
     b->cap = 0;
@@ -174,10 +369,23 @@ producer_retire_head(sl_producer *p, int err)
     pthread_cond_broadcast(&p->io.cond);
 }
 
-// Adds a record read from a batch to another batch, headers included (decoded into a temporary
-// array: the builder takes them as sl_header views). *cost grows by its buffer cost.
+// Moves the acked or failed front batch of a slot to the report list.
+static void
+producer_retire_head(sl_producer *p, pslot *s, int err)
+{
+    pbatch *b = s->head;
+    SL_ASSERT(b != NULL && b != s->unsent);
+    s->head = b->next;
+    if (s->head == NULL) {
+        s->tail = NULL;
+    }
+    producer_report_batch(p, b, s->resolved, err);
+}
+
+// Decodes a read record's headers into a temporary array (the builder takes sl_header views);
+// the caller frees *hs_out (*size_out bytes) when it is not NULL.
 static int
-record_copy(sl_batch_builder *nb, sl_record *r, uint64_t *cost)
+record_headers_view(sl_record *r, sl_header **hs_out, size_t *size_out)
 {
     sl_header *hs = NULL;
     size_t hs_size = (size_t)r->header_count * sizeof(*hs);
@@ -190,6 +398,19 @@ record_copy(sl_batch_builder *nb, sl_record *r, uint64_t *cost)
         err = sl_record_header_next(r, &cur, &hs[h]);
     }
     r->headers = hs;
+    *hs_out = hs;
+    *size_out = hs_size;
+    return err;
+}
+
+// Adds a record read from a batch to another batch, headers included. *cost grows by its
+// buffer cost.
+static int
+record_copy(sl_batch_builder *nb, sl_record *r, uint64_t *cost)
+{
+    sl_header *hs = NULL;
+    size_t hs_size = 0;
+    int err = record_headers_view(r, &hs, &hs_size);
     if (err == SL_OK) {
         *cost += sl_budget_record_cost(sl_record_encoded_size(r));
         err = sl_batch_builder_add(nb, r);
@@ -249,11 +470,12 @@ batch_plain(const pbatch *src, const uint8_t **plain, size_t *plain_len, uint8_t
     return err;
 }
 
-// Encodes records [from, from + count) of batch src into a new batch of the current producer
-// identity starting at local sequence seq. *cost_out gets their buffer cost.
+// Encodes records [from, from + count) of batch src into a new batch of the slot's current
+// producer identity starting at stream sequence pseq. *cost_out gets their buffer cost.
 static int
-batch_encode_range(sl_producer *p, const pbatch *src, uint32_t from, uint32_t count, uint64_t seq,
-                   uint8_t **buf_out, size_t *cap_out, size_t *len_out, uint64_t *cost_out)
+batch_encode_range(sl_producer *p, const pslot *s, const pbatch *src, uint32_t from,
+                   uint32_t count, uint64_t pseq, uint8_t **buf_out, size_t *cap_out,
+                   size_t *len_out, uint64_t *cost_out)
 {
     const uint8_t *plain = NULL;
     size_t plain_len = 0;
@@ -271,7 +493,7 @@ batch_encode_range(sl_producer *p, const pbatch *src, uint32_t from, uint32_t co
     uint64_t cost = 0;
     if (err == SL_OK) {
         sl_batch_builder_init(&nb, buf, cap);
-        sl_batch_builder_set_producer(&nb, p->pid, wire_seq(p, seq));
+        sl_batch_builder_set_producer(&nb, s->pid, wire_seq(s, pseq));
         err = sl_batch_iter_init(&it, plain, plain_len);
     }
     for (uint32_t i = 0; i < from + count && err == SL_OK; i++) {
@@ -301,13 +523,13 @@ batch_encode_range(sl_producer *p, const pbatch *src, uint32_t from, uint32_t co
 // Re-encodes a batch whose header carries a stale producer id or sequence (built before the
 // broker assigned them, or before it forgot this producer).
 static int
-batch_rebuild(sl_producer *p, pbatch *b)
+batch_rebuild(sl_producer *p, const pslot *s, pbatch *b)
 {
     uint8_t *buf = NULL;
     size_t cap = 0;
     size_t len = 0;
     uint64_t cost = 0;
-    int err = batch_encode_range(p, b, 0, b->record_count, b->seq, &buf, &cap, &len, &cost);
+    int err = batch_encode_range(p, s, b, 0, b->record_count, b->pseq, &buf, &cap, &len, &cost);
     if (err != SL_OK) {
         return err;
     }
@@ -315,15 +537,38 @@ batch_rebuild(sl_producer *p, pbatch *b)
     b->buf = buf;
     b->cap = cap;
     b->len = len;
-    b->built_pid = p->pid;
-    b->built_wire_seq = wire_seq(p, b->seq);
+    b->built_pid = s->pid;
+    b->built_wire_seq = wire_seq(s, b->pseq);
+    return SL_OK;
+}
+
+// The runs of records [half, record_count) of b, as a new table for the second half of a split.
+static int
+batch_runs_tail(const pbatch *b, uint32_t half, prun **runs_out, uint32_t *count_out)
+{
+    uint32_t k = 0;
+    uint32_t before = 0;
+    for (; k < b->run_count && before + b->runs[k].count <= half; k++) { // bounded: run_count
+        before += b->runs[k].count;
+    }
+    SL_ASSERT(k < b->run_count);
+    uint32_t n = b->run_count - k;
+    prun *runs = sl_alloc((size_t)n * sizeof(*runs));
+    if (runs == NULL) {
+        return SL_ENOMEM;
+    }
+    memcpy(runs, b->runs + k, (size_t)n * sizeof(*runs));
+    runs[0].seq += half - before;
+    runs[0].count -= half - before;
+    *runs_out = runs;
+    *count_out = n;
     return SL_OK;
 }
 
 // Splits an unsent, unacked batch in two halves (the second follows it in the queue), for a
 // batch larger than the credit window the broker offers. The buffer charge is split exactly.
 static int
-batch_split(sl_producer *p, pbatch *b)
+batch_split(sl_producer *p, pslot *s, pbatch *b)
 {
     SL_ASSERT(b->record_count > 1 && b->acked_count == 0);
     uint32_t half = b->record_count / 2;
@@ -331,105 +576,185 @@ batch_split(sl_producer *p, pbatch *b)
     if (nb == NULL) {
         return SL_ENOMEM;
     }
+    int err = batch_runs_tail(b, half, &nb->runs, &nb->run_count);
+    nb->run_cap = nb->run_count;
     uint8_t *a_buf = NULL;
     size_t a_cap = 0;
     size_t a_len = 0;
     uint64_t a_cost = 0;
-    int err = batch_encode_range(p, b, 0, half, b->seq, &a_buf, &a_cap, &a_len, &a_cost);
     if (err == SL_OK) {
-        err = batch_encode_range(p, b, half, b->record_count - half, b->seq + half, &nb->buf,
+        err = batch_encode_range(p, s, b, 0, half, b->pseq, &a_buf, &a_cap, &a_len, &a_cost);
+    }
+    if (err == SL_OK) {
+        err = batch_encode_range(p, s, b, half, b->record_count - half, b->pseq + half, &nb->buf,
                                  &nb->cap, &nb->len, &nb->charge_bytes);
         if (err != SL_OK) {
             sl_free(a_buf, a_cap);
         }
     }
     if (err != SL_OK) {
-        sl_free(nb, sizeof(*nb));
+        batch_free(nb);
         return err;
     }
     // What the records cost when sent stays as charged; the remainder goes with the first half.
     nb->charge_bytes = SL_MIN(nb->charge_bytes, b->charge_bytes);
-    nb->seq = b->seq + half;
+    nb->pseq = b->pseq + half;
     nb->record_count = b->record_count - half;
     nb->offset = SL_OFFSET_NONE;
-    nb->built_pid = p->pid;
-    nb->built_wire_seq = wire_seq(p, nb->seq);
+    nb->built_pid = s->pid;
+    nb->built_wire_seq = wire_seq(s, nb->pseq);
     nb->next = b->next;
     sl_free(b->buf, b->cap);
     b->buf = a_buf;
     b->cap = a_cap;
     b->len = a_len;
     b->record_count = half;
+    // The first half keeps the runs before the cut (and the front part of a cut run).
+    uint32_t keep = b->run_count - nb->run_count;
+    bool cut_inside = nb->runs[0].seq != b->runs[keep].seq;
+    if (cut_inside) {
+        b->runs[keep].count -= nb->runs[0].count;
+        keep++;
+    }
+    b->run_count = keep;
     b->charge_bytes -= nb->charge_bytes;
-    b->built_pid = p->pid;
-    b->built_wire_seq = wire_seq(p, b->seq);
+    b->built_pid = s->pid;
+    b->built_wire_seq = wire_seq(s, b->pseq);
     b->next = nb;
-    if (p->tail == b) {
-        p->tail = nb;
+    if (s->tail == b) {
+        s->tail = nb;
     }
     SL_UNUSED(a_cost);
     return SL_OK;
 }
 
-// Encodes the next unsent batch as one PRODUCE frame if credit and buffer room allow.
+// Encodes the slot's next unsent batch as one PRODUCE frame if credit and buffer room allow.
 static bool
-producer_send_one(sl_producer *p)
+producer_send_one(sl_producer *p, pslot *s)
 {
-    pbatch *b = p->unsent;
-    if (b->built_pid != p->pid || b->built_wire_seq != wire_seq(p, b->seq)) {
-        if (batch_rebuild(p, b) != SL_OK) {
+    pbatch *b = s->unsent;
+    if (b->built_pid != s->pid || b->built_wire_seq != wire_seq(s, b->pseq)) {
+        if (batch_rebuild(p, s, b) != SL_OK) {
             return false; // retried on the next round
         }
     }
     uint64_t frame_bytes = SL_PROTO_FRAME_HEADER_BYTES + PRODUCE_FIXED_BYTES + b->len;
-    if (p->credit_window > 0 && frame_bytes > p->credit_window && b->record_count > 1 &&
+    if (s->credit_window > 0 && frame_bytes > s->credit_window && b->record_count > 1 &&
         b->acked_count == 0) {
         // It would wait for credit the broker never offers at once: send it in halves.
-        return batch_split(p, b) == SL_OK;
+        return batch_split(p, s, b) == SL_OK;
     }
-    if (p->sent_bytes + frame_bytes > p->granted_bytes) {
-        if (!p->credit_waiting) {
+    if (s->sent_bytes + frame_bytes > s->granted_bytes) {
+        if (!s->credit_waiting) {
             p->io.stats.credit_waits_total++;
-            p->credit_waiting = true;
+            s->credit_waiting = true;
         }
         return false;
     }
     uint8_t *at = NULL;
     size_t room = sl__conn_room(&p->io.conn, &at);
     sl_proto_produce msg = {.acks = (uint8_t)p->cfg.acks,
-                            .first_seq = wire_seq(p, b->seq),
+                            .first_seq = wire_seq(s, b->pseq),
                             .batches = {.data = b->buf, .size_bytes = b->len, .batch_count = 1}};
     size_t len = 0;
-    if (sl_proto_encode_produce(at, room, p->stream_id, &msg, &len) != SL_OK) {
+    if (sl_proto_encode_produce(at, room, s->stream_id, &msg, &len) != SL_OK) {
         return false; // the write buffer drains first
     }
     sl__conn_commit(&p->io.conn, len);
-    p->credit_waiting = false;
-    p->sent_bytes += len;
-    p->unsent = b->next;
+    s->credit_waiting = false;
+    s->sent_bytes += len;
+    s->unsent = b->next;
     if (p->cfg.acks == SL_ACKS_NONE) {
-        producer_retire_head(p, SL_OK);
+        producer_retire_head(p, s, SL_OK);
     }
     return true;
 }
 
 static void
-producer_open_stream(sl_producer *p)
+producer_open_stream(sl_producer *p, pslot *s)
 {
     uint8_t *at = NULL;
     size_t room = sl__conn_room(&p->io.conn, &at);
     // A producer id is tied to one partition: after the first STREAM_OK, reopen that one.
-    sl_proto_open_produce msg = {.partition = p->pid != 0 ? p->partition : p->cfg.partition,
-                                 .producer_id = p->pid,
+    sl_proto_open_produce msg = {.partition = s->pid != 0 ? s->resolved : s->partition,
+                                 .producer_id = s->pid,
                                  .topic = {p->topic, (uint16_t)strlen(p->topic)}};
     size_t len = 0;
-    uint32_t id = p->stream_id + 2; // odd ids, new per open: a late frame never hits a new stream
+    uint32_t id = p->last_stream_id + 2;
     if (sl_proto_encode_open_produce(at, room, id, &msg, &len) == SL_OK) {
         sl__conn_commit(&p->io.conn, len);
-        p->stream_id = id;
-        p->stream_open = true;
-        p->granted_bytes = p->sent_bytes = 0;
-        p->credit_window = 0;
+        p->last_stream_id = id;
+        s->stream_id = id;
+        s->stream_open = true;
+        s->granted_bytes = s->sent_bytes = 0;
+        s->credit_window = 0;
+        s->credit_waiting = false;
+    }
+}
+
+// Seals a slot's open batch when its linger ran out (or on flush and close).
+static void
+producer_linger(sl_producer *p, pslot *s, int64_t now, int64_t *wake_at)
+{
+    if (s->open == NULL || s->open->record_count == 0) {
+        return;
+    }
+    int64_t due = s->open_since_ns + (int64_t)p->cfg.linger_ms * 1000000;
+    if (p->flush || p->closing || now >= due) {
+        producer_seal(p, s);
+    } else {
+        *wake_at = SL_MIN(*wake_at, due);
+    }
+}
+
+// Asks for the topic's partition count, then PINGs: the broker answers in order, so a PONG
+// before TOPIC_INFO or ADMIN_RESULT means it ignored the question (a broker without it).
+static void
+producer_describe(sl_producer *p, int64_t now, int64_t *wake_at)
+{
+    if (p->meta_sent || p->fatal != SL_OK) {
+        return;
+    }
+    if (now < p->meta_retry_ns) {
+        *wake_at = SL_MIN(*wake_at, p->meta_retry_ns);
+        return;
+    }
+    uint8_t *at = NULL;
+    size_t room = sl__conn_room(&p->io.conn, &at);
+    sl_proto_topic_request m = {.correlation_id = p->meta_correlation + 1,
+                                .topic = {p->topic, (uint16_t)strlen(p->topic)}};
+    size_t len = 0;
+    size_t ping_bytes = SL_PROTO_FRAME_HEADER_BYTES + sizeof(uint64_t);
+    if (room < ping_bytes ||
+        sl_proto_encode_topic_request(at, room - ping_bytes, SL_FRAME_DESCRIBE_TOPIC, &m, &len) !=
+            SL_OK) {
+        return; // the write buffer drains first
+    }
+    sl__conn_commit(&p->io.conn, len);
+    uint64_t nonce = ++p->io.conn.ping_nonce;
+    int err = sl__conn_ping(&p->io.conn, false, nonce);
+    SL_ASSERT(err == SL_OK); // room was kept for it
+    p->meta_correlation = m.correlation_id;
+    p->meta_nonce = nonce;
+    p->meta_sent = true;
+}
+
+static void
+producer_pump_slot(sl_producer *p, pslot *s, int64_t now, int64_t *wake_at)
+{
+    if (now < s->paused_until_ns) {
+        *wake_at = SL_MIN(*wake_at, s->paused_until_ns);
+        return;
+    }
+    // One partition's stream always opens at once (as it always has); routed slots open when
+    // records are first routed to them, so idle partitions hold no stream.
+    bool want = p->mode != PRODUCER_ROUTED || s->pid != 0 || slot_has_data(s);
+    if (!s->stream_open && p->fatal == SL_OK && want) {
+        producer_open_stream(p, s);
+    }
+    for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX && s->stream_ready &&
+                         s->unsent != NULL && producer_send_one(p, s);
+         i++) {
     }
 }
 
@@ -437,25 +762,19 @@ static void
 producer_pump(void *h, int64_t now, int64_t *wake_at)
 {
     sl_producer *p = h;
-    if (p->open != NULL && p->open->record_count > 0) {
-        int64_t due = p->open_since_ns + (int64_t)p->cfg.linger_ms * 1000000;
-        if (p->flush || p->closing || now >= due) {
-            producer_seal(p);
-        } else {
-            *wake_at = SL_MIN(*wake_at, due);
-        }
+    uint32_t n = p->slot_count;
+    for (uint32_t i = 0; i < n; i++) {
+        producer_linger(p, &p->slots[i], now, wake_at);
     }
-    if (now < p->paused_until_ns) {
-        *wake_at = SL_MIN(*wake_at, p->paused_until_ns);
+    if (p->mode == PRODUCER_PENDING) {
+        producer_describe(p, now, wake_at);
         return;
     }
-    if (!p->stream_open && p->fatal == SL_OK) {
-        producer_open_stream(p);
+    // A throttled or credit-starved slot only skips its own turn: the others still send.
+    for (uint32_t i = 0; i < n; i++) {
+        producer_pump_slot(p, &p->slots[(p->pump_start + i) % n], now, wake_at);
     }
-    for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX && p->stream_ready &&
-                         p->unsent != NULL && producer_send_one(p);
-         i++) {
-    }
+    p->pump_start = (p->pump_start + 1) % n;
 }
 
 static void
@@ -463,81 +782,94 @@ producer_connected(void *h, const sl_proto_hello_ok *ok)
 {
     sl_producer *p = h;
     SL_UNUSED(ok);
-    p->stream_open = p->stream_ready = false;
-    p->paused_until_ns = 0;
+    for (uint32_t i = 0; i < p->slot_count; i++) {
+        p->slots[i].stream_open = p->slots[i].stream_ready = false;
+        p->slots[i].paused_until_ns = 0;
+    }
+    p->meta_sent = false;
+    p->meta_retry_ns = 0;
 }
 
-// Makes every unacked batch go again (from the first); counts those already sent once.
+// Makes every unacked batch of a slot go again (from the first); counts those sent once.
 static void
-producer_rewind(sl_producer *p)
+producer_rewind(sl_producer *p, pslot *s)
 {
-    for (pbatch *b = p->head; b != NULL && b != p->unsent; b = b->next) { // bounded: the list
+    for (pbatch *b = s->head; b != NULL && b != s->unsent; b = b->next) { // bounded: the list
         p->stats.batches_resent_total++;
     }
-    p->unsent = p->head;
+    s->unsent = s->head;
+}
+
+static void
+producer_slot_down(sl_producer *p, pslot *s)
+{
+    s->stream_open = s->stream_ready = false;
+    producer_rewind(p, s); // everything unacked goes again on the next stream
 }
 
 static void
 producer_disconnected(void *h)
 {
     sl_producer *p = h;
-    p->stream_open = p->stream_ready = false;
-    producer_rewind(p); // everything unacked goes again on the next stream
+    for (uint32_t i = 0; i < p->slot_count; i++) {
+        producer_slot_down(p, &p->slots[i]);
+    }
+    p->meta_sent = false;
 }
 
-// Marks the first n records (from the front) acked without offsets: the broker's handshake said
-// it holds them (a reconnect after their ACK was lost).
+// Marks the front records acked without offsets: the broker's handshake said it holds them (a
+// reconnect after their ACK was lost).
 static void
-producer_ack_through(sl_producer *p, uint32_t next_wire)
+producer_ack_through(sl_producer *p, pslot *s, uint32_t next_wire)
 {
-    for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX && p->head != NULL; i++) {
-        pbatch *b = p->head;
-        int32_t ahead = (int32_t)(next_wire - wire_seq(p, b->seq));
+    for (uint32_t i = 0; i < UINT32_MAX && s->head != NULL; i++) { // bounded by the list
+        pbatch *b = s->head;
+        int32_t ahead = (int32_t)(next_wire - wire_seq(s, b->pseq));
         if (ahead < (int32_t)b->record_count) {
             return; // a batch the broker holds only partly is resent whole (it deduplicates)
         }
         if (b->acked_count == 0) {
             b->offset = SL_OFFSET_NONE;
         }
-        if (p->unsent == b) {
-            p->unsent = b->next;
+        if (s->unsent == b) {
+            s->unsent = b->next;
         }
-        producer_retire_head(p, SL_OK);
+        producer_retire_head(p, s, SL_OK);
     }
 }
 
 static void
-producer_stream_ok(sl_producer *p, const sl_proto_stream_ok *ok)
+producer_stream_ok(sl_producer *p, pslot *s, const sl_proto_stream_ok *ok)
 {
-    p->partition = ok->partition;
+    s->resolved = ok->partition;
     uint64_t front =
-        p->head != NULL ? p->head->seq : (p->open != NULL ? p->open->seq : p->next_seq);
-    bool same = p->pid != 0 && ok->producer_id == p->pid;
-    if (same && (int32_t)(ok->next_seq - wire_seq(p, front)) >= 0) {
-        producer_ack_through(p, ok->next_seq);
+        s->head != NULL ? s->head->pseq : (s->open != NULL ? s->open->pseq : s->next_pseq);
+    bool same = s->pid != 0 && ok->producer_id == s->pid;
+    if (same && (int32_t)(ok->next_seq - wire_seq(s, front)) >= 0) {
+        producer_ack_through(p, s, ok->next_seq);
     } else {
         // A new identity (first connect), or a broker that no longer knows where this producer
         // was (another id, or ours with a sequence behind what it already acked: its producer
         // state was lost). Number the unacked records from the sequence it expects. Records it
         // had stored but not acked can then be written twice (docs/api/client.md, "Duplicates").
-        if (p->pid != 0) {
+        if (s->pid != 0) {
             p->stats.identity_resets_total++;
         }
-        p->pid = ok->producer_id;
+        s->pid = ok->producer_id;
         p->stats.producer_id = ok->producer_id;
-        p->wire_base = ok->next_seq - (uint32_t)front;
+        s->wire_base = ok->next_seq - (uint32_t)front;
     }
-    p->stream_ready = true;
+    s->stream_ready = true;
 }
 
 static void
-producer_ack(sl_producer *p, const sl_proto_ack *ack)
+producer_ack(sl_producer *p, pslot *s, const sl_proto_ack *ack)
 {
     uint64_t next_offset = ack->base_offset;
     // Batches past unsent can be acked too: they were sent before a rewind (TOPIC_FULL).
-    for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX && p->head != NULL; i++) {
-        pbatch *b = p->head;
-        int32_t covered = (int32_t)(ack->seq_end - wire_seq(p, b->seq));
+    for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX && s->head != NULL; i++) {
+        pbatch *b = s->head;
+        int32_t covered = (int32_t)(ack->seq_end - wire_seq(s, b->pseq));
         if (covered <= (int32_t)b->acked_count) {
             return;
         }
@@ -556,23 +888,23 @@ producer_ack(sl_producer *p, const sl_proto_ack *ack)
         if (!b->offsets_known) {
             b->offset = SL_OFFSET_NONE;
         }
-        if (p->unsent == b) {
-            p->unsent = b->next;
+        if (s->unsent == b) {
+            s->unsent = b->next;
         }
-        producer_retire_head(p, SL_OK);
+        producer_retire_head(p, s, SL_OK);
     }
 }
 
 // Cumulative credit; the largest allowance seen at once sizes the batches to come.
 static void
-producer_credit(sl_producer *p, uint64_t granted_total)
+producer_credit(sl_producer *p, pslot *s, uint64_t granted_total)
 {
-    p->granted_bytes = SL_MAX(p->granted_bytes, granted_total);
-    uint64_t avail = p->granted_bytes - SL_MIN(p->sent_bytes, p->granted_bytes);
-    p->credit_window = SL_MAX(p->credit_window, avail);
+    s->granted_bytes = SL_MAX(s->granted_bytes, granted_total);
+    uint64_t avail = s->granted_bytes - SL_MIN(s->sent_bytes, s->granted_bytes);
+    s->credit_window = SL_MAX(s->credit_window, avail);
     uint64_t overhead = SL_PROTO_FRAME_HEADER_BYTES + PRODUCE_FIXED_BYTES;
-    uint64_t half = p->credit_window / 2 > overhead ? p->credit_window / 2 - overhead : 0;
-    p->seal_bytes = (uint32_t)SL_MIN(SL_MAX(half, PRODUCER_SEAL_BYTES_MIN), p->cfg.batch_bytes);
+    uint64_t half = s->credit_window / 2 > overhead ? s->credit_window / 2 - overhead : 0;
+    s->seal_bytes = (uint32_t)SL_MIN(SL_MAX(half, PRODUCER_SEAL_BYTES_MIN), p->cfg.batch_bytes);
 }
 
 static bool
@@ -583,66 +915,291 @@ status_retriable(int err)
            err == SL_ECONNRESET;
 }
 
-// A closed stream is reopened (after its hint) unless the error can never clear (unknown topic,
-// bad partition): then every buffered record fails with it.
+// A non-retriable error (unknown topic, bad partition): every buffered record fails with it,
+// and so do later sends, so nothing new is buffered.
 static void
-producer_stream_closed(sl_producer *p, const sl_proto_error *e, int64_t now)
+producer_fail_streams(sl_producer *p, int err)
+{
+    p->fatal = err;
+    for (uint32_t i = 0; i < p->slot_count; i++) {
+        pslot *s = &p->slots[i];
+        producer_seal(p, s);
+        s->unsent = NULL;
+        for (uint32_t k = 0; k < UINT32_MAX && s->head != NULL; k++) { // bounded by the list
+            producer_retire_head(p, s, err);
+        }
+    }
+}
+
+// A closed stream is reopened (after its hint) unless the error can never clear.
+static void
+producer_stream_closed(sl_producer *p, pslot *s, const sl_proto_error *e, int64_t now)
 {
     int err = sl_proto_status_from_code(e->code);
-    producer_disconnected(p);
+    producer_slot_down(p, s);
     uint32_t wait = e->retry_after_ms != 0 ? e->retry_after_ms : PRODUCER_REOPEN_MS;
-    p->paused_until_ns = now + (int64_t)sl__io_jitter_ms(&p->io, wait) * 1000000;
-    if (status_retriable(err)) {
-        return;
+    s->paused_until_ns = now + (int64_t)sl__io_jitter_ms(&p->io, wait) * 1000000;
+    if (!status_retriable(err)) {
+        producer_fail_streams(p, err);
     }
-    p->fatal = err; // from now on sends fail with it, so nothing new is buffered
-    producer_seal(p);
-    p->unsent = NULL;
-    for (uint32_t i = 0; i < UINT32_MAX && p->head != NULL; i++) {
-        producer_retire_head(p, err);
+}
+
+// The slot a record goes to: by key hash or to the sticky slot when routed, else the only one.
+static pslot *
+producer_route(sl_producer *p, const sl_record *rec)
+{
+    if (p->mode != PRODUCER_ROUTED) {
+        return &p->slots[0];
     }
+    if (rec->key != NULL) {
+        return &p->slots[sl_partition_for_key(rec->key, rec->key_size, p->slot_count)];
+    }
+    return &p->slots[p->sticky];
+}
+
+// Appends an already-charged record with send sequence seq to the slot's open batch, opening
+// one (or growing it) as needed.
+static int
+producer_append(sl_producer *p, pslot *s, const sl_record *rec, uint64_t cost, uint64_t seq)
+{
+    size_t need = SL_BATCH_HEADER_BYTES + sl_record_encoded_size(rec);
+    for (int attempt = 0; attempt < 4; attempt++) { // open, grow, seal and open: at most 4 tries
+        if (s->open == NULL) {
+            pbatch *b = batch_new(SL_MAX(need, SL_MIN(s->seal_bytes, PRODUCER_OPEN_BYTES_INITIAL)));
+            if (b == NULL) {
+                return SL_ENOMEM;
+            }
+            b->pseq = s->next_pseq;
+            s->open = b;
+            s->open_since_ns = sl_now_ns();
+            sl__io_wake(&p->io); // arms the linger timer
+        }
+        pbatch *b = s->open;
+        bool extends = batch_run_extends(b, seq);
+        int err = extends ? SL_OK : batch_runs_grow(b);
+        bool runs_full = err == SL_EFULL;
+        if (err == SL_OK) {
+            err = sl_batch_builder_add(&b->builder, rec);
+        }
+        if (err == SL_OK) {
+            if (extends) {
+                b->runs[b->run_count - 1].count++;
+            } else {
+                b->runs[b->run_count++] = (prun){.seq = seq, .count = 1};
+            }
+            b->record_count++;
+            b->charge_bytes += cost;
+            s->next_pseq++;
+            if (b->builder.used >= s->seal_bytes) {
+                producer_seal(p, s);
+                sl__io_wake(&p->io);
+            }
+            return SL_OK;
+        }
+        if (err != SL_EFULL || b->record_count == 0) {
+            return err;
+        }
+        err = runs_full ? SL_EFULL : batch_grow(b, need, s->seal_bytes);
+        if (err == SL_ENOMEM) {
+            return err;
+        }
+        if (err == SL_EFULL) {
+            producer_seal(p, s);
+            sl__io_wake(&p->io);
+        }
+    }
+    return SL_ETOOBIG;
+}
+
+// Routes the records of a batch built before the partition count was known. On failure the
+// batch keeps the records not moved (and their charge).
+static int
+batch_reroute(sl_producer *p, pbatch *b)
+{
+    const uint8_t *plain = NULL;
+    size_t plain_len = 0;
+    uint8_t *tmp = NULL;
+    size_t tmp_cap = 0;
+    sl_batch_iter it;
+    int err = batch_plain(b, &plain, &plain_len, &tmp, &tmp_cap);
+    if (err == SL_OK) {
+        err = sl_batch_iter_init(&it, plain, plain_len);
+    }
+    uint32_t moved = 0;
+    for (; moved < b->record_count && err == SL_OK; moved++) {
+        sl_record r;
+        uint64_t off;
+        sl_header *hs = NULL;
+        size_t hs_size = 0;
+        err = sl_batch_iter_next(&it, &r, &off);
+        if (err == SL_OK) {
+            err = record_headers_view(&r, &hs, &hs_size);
+        }
+        uint64_t cost = err == SL_OK ? sl_budget_record_cost(sl_record_encoded_size(&r)) : 0;
+        if (err == SL_OK) {
+            err = producer_append(p, producer_route(p, &r), &r, cost, b->runs[0].seq);
+        }
+        if (hs != NULL) {
+            sl_free(hs, hs_size);
+        }
+        if (err != SL_OK) {
+            break;
+        }
+        batch_runs_skip(b, 1);
+        b->charge_bytes -= SL_MIN(cost, b->charge_bytes);
+    }
+    if (tmp != NULL) {
+        sl_free(tmp, tmp_cap);
+    }
+    b->record_count -= moved;
+    return err;
+}
+
+// The partition count is known: one slot per partition. Records that waited in the single slot
+// are routed now (none was sent: no stream opens before this).
+static int
+producer_resolve(sl_producer *p, uint32_t partition_count)
+{
+    pslot *old = &p->slots[0];
+    if (partition_count == 1) {
+        old->partition = old->resolved = 0;
+        p->mode = PRODUCER_ROUTED;
+        return SL_OK;
+    }
+    pslot *slots = sl_calloc(partition_count, sizeof(*slots));
+    if (slots == NULL) {
+        return SL_ENOMEM;
+    }
+    for (uint32_t i = 0; i < partition_count; i++) {
+        slot_init(&slots[i], i, p->cfg.batch_bytes);
+    }
+    pslot waiting = *old;
+    sl_free(p->slots, (size_t)p->slot_count * sizeof(*p->slots));
+    p->slots = slots;
+    p->slot_count = partition_count;
+    p->mode = PRODUCER_ROUTED;
+    p->sticky = 0;
+    producer_seal(p, &waiting);
+    for (uint32_t i = 0; i < UINT32_MAX && waiting.head != NULL; i++) { // bounded by the list
+        pbatch *b = waiting.head;
+        waiting.head = b->next;
+        int err = batch_reroute(p, b);
+        if (err != SL_OK) {
+            producer_report_batch(p, b, 0, err); // those records fail; the rest went on
+        } else {
+            SL_DEBUG_ASSERT(b->charge_bytes == 0);
+            batch_free(b);
+        }
+    }
+    return SL_OK;
+}
+
+// The answer to DESCRIBE_TOPIC: a partition count, or an ADMIN_RESULT error.
+static int
+producer_described(sl_producer *p, uint32_t partition_count, int err, int64_t now)
+{
+    if (err == SL_OK && (partition_count == 0 || partition_count > SL_PROTO_PARTITIONS_MAX)) {
+        return SL_EPROTO;
+    }
+    if (err == SL_OK) {
+        err = producer_resolve(p, partition_count);
+    }
+    if (err == SL_OK) {
+        return SL_OK;
+    }
+    if (err == SL_ENOENT || err == SL_EINVAL) {
+        producer_fail_streams(p, err); // as an unknown topic fails OPEN_PRODUCE
+    } else if (status_retriable(err) || err == SL_ENOMEM) {
+        p->meta_sent = false;
+        p->meta_retry_ns = now + (int64_t)sl__io_jitter_ms(&p->io, PRODUCER_REOPEN_MS) * 1000000;
+    } else {
+        p->mode = PRODUCER_LEGACY; // a broker that cannot describe: it picks the partition
+    }
+    return SL_OK;
+}
+
+static void
+producer_pong(void *h, uint64_t nonce)
+{
+    sl_producer *p = h;
+    if (p->mode == PRODUCER_PENDING && p->meta_sent && nonce == p->meta_nonce) {
+        p->mode = PRODUCER_LEGACY; // DESCRIBE_TOPIC went unanswered
+    }
+}
+
+static pslot *
+producer_slot_of(sl_producer *p, uint32_t stream_id)
+{
+    for (uint32_t i = 0; i < p->slot_count; i++) { // bounded by the slot count
+        if (p->slots[i].stream_open && p->slots[i].stream_id == stream_id) {
+            return &p->slots[i];
+        }
+    }
+    return NULL;
+}
+
+static int
+producer_admin_frame(sl_producer *p, const sl_frame *f, int64_t now)
+{
+    bool pending = p->mode == PRODUCER_PENDING && p->meta_sent;
+    if (f->header.type == SL_FRAME_TOPIC_INFO) {
+        if (!pending || f->u.topic_info.correlation_id != p->meta_correlation) {
+            return SL_OK;
+        }
+        return producer_described(p, f->u.topic_info.config.partition_count, SL_OK, now);
+    }
+    if (!pending || f->u.admin_result.correlation_id != p->meta_correlation) {
+        return SL_OK;
+    }
+    int err = sl_proto_status_from_code(f->u.admin_result.status.code);
+    return producer_described(p, 0, err == SL_OK ? SL_EPROTO : err, now);
 }
 
 static int
 producer_frame(void *h, const sl_frame *f, int64_t now)
 {
     sl_producer *p = h;
-    uint32_t sid = f->header.stream_id;
-    if (sid != 0 && sid != p->stream_id) {
-        return SL_OK; // a late frame for a stream this producer already left
+    if (f->header.type == SL_FRAME_TOPIC_INFO || f->header.type == SL_FRAME_ADMIN_RESULT) {
+        return producer_admin_frame(p, f, now);
+    }
+    pslot *s = producer_slot_of(p, f->header.stream_id);
+    if (s == NULL) {
+        // A late frame for a stream this producer already left; stream 0 carries nothing else.
+        return f->header.stream_id == 0 ? SL_EPROTO : SL_OK;
     }
     switch (f->header.type) {
     case SL_FRAME_STREAM_OK:
-        producer_stream_ok(p, &f->u.stream_ok);
+        producer_stream_ok(p, s, &f->u.stream_ok);
         return SL_OK;
     case SL_FRAME_CREDIT:
-        producer_credit(p, f->u.credit.granted_total_bytes);
+        producer_credit(p, s, f->u.credit.granted_total_bytes);
         return SL_OK;
     case SL_FRAME_ACK:
-        producer_ack(p, &f->u.ack);
+        producer_ack(p, s, &f->u.ack);
         return SL_OK;
     case SL_FRAME_THROTTLE: {
         uint32_t wait = sl__io_jitter_ms(&p->io, f->u.throttle.retry_after_ms);
         sl__io_count_throttle(&p->io, f->u.throttle.reason, wait);
-        p->paused_until_ns = now + (int64_t)wait * 1000000;
+        s->paused_until_ns = now + (int64_t)wait * 1000000;
         // THROTTLE is advice on top of credit (docs/protocol.md): what is in flight stays in
         // flight. Only "topic full" (policy REJECT) refuses data, so then everything unacked is
         // resent after the pause; the broker drops sequences it already has.
         if (f->u.throttle.reason == SL_THROTTLE_TOPIC_FULL) {
-            producer_rewind(p);
+            producer_rewind(p, s);
         }
         return SL_OK;
     }
     case SL_FRAME_STREAM_CLOSE:
     case SL_FRAME_ERROR:
-        producer_stream_closed(p, &f->u.error, now);
+        producer_stream_closed(p, s, &f->u.error, now);
         return SL_OK;
     default:
         return SL_EPROTO;
     }
 }
 
-// Reports what is ready, outside the lock, when a callback is configured.
+// Reports what is ready, outside the lock, when a callback is configured: one report per run of
+// consecutive send sequences in a batch; the batch's charge is released after its last one.
 static void
 producer_unlocked(void *h)
 {
@@ -653,24 +1210,24 @@ producer_unlocked(void *h)
     for (uint32_t i = 0; i < UINT32_MAX; i++) { // bounded by the list, which only shrinks here
         pthread_mutex_lock(&p->io.mutex);
         pbatch *b = p->done_head;
-        if (b != NULL) {
+        sl_delivery_report r;
+        bool last = b != NULL && batch_report_next(b, &r);
+        if (last) {
             p->done_head = b->next;
             if (p->done_head == NULL) {
                 p->done_tail = NULL;
             }
         }
-        bool room = b != NULL && p->want_room;
+        bool room = last && p->want_room;
         p->want_room = p->want_room && !room;
         pthread_mutex_unlock(&p->io.mutex);
         if (b == NULL) {
             return;
         }
-        sl_delivery_report r = {.seq = b->seq,
-                                .record_count = b->record_count,
-                                .partition = p->partition,
-                                .offset = b->offset,
-                                .err = b->err};
         p->cfg.delivery_cb(&r, p->cfg.delivery_user);
+        if (!last) {
+            continue;
+        }
         sl_budget_release(p->buffer, b->charge_bytes, b->record_count);
         batch_free(b);
         if (room && p->cfg.room_cb != NULL) {
@@ -685,6 +1242,7 @@ producer_unlocked(void *h)
 static const sl__io_ops producer_ops = {
     .on_connected = producer_connected,
     .on_frame = producer_frame,
+    .on_pong = producer_pong,
     .pump = producer_pump,
     .on_disconnected = producer_disconnected,
     .unlocked = producer_unlocked,
@@ -732,9 +1290,15 @@ sl_producer_new(const sl_producer_config *cfg, sl_producer **out)
     }
     p->io.wake_fd = -1;
     p->cfg = *cfg;
-    p->stream_id = 1u - 2u; // the first open uses id 1
-    p->seal_bytes = SL_MIN(PRODUCER_SEAL_BYTES_INITIAL, cfg->batch_bytes);
-    err = sl__copy_name(p->topic, cfg->topic, false);
+    p->last_stream_id = 1u - 2u; // the first open uses id 1
+    p->mode = cfg->partition == SL_PROTO_PARTITION_ANY ? PRODUCER_PENDING : PRODUCER_FIXED;
+    p->slots = sl_calloc(1, sizeof(*p->slots));
+    err = p->slots == NULL ? SL_ENOMEM : SL_OK;
+    if (err == SL_OK) {
+        p->slot_count = 1;
+        slot_init(&p->slots[0], cfg->partition, cfg->batch_bytes);
+        err = sl__copy_name(p->topic, cfg->topic, false);
+    }
     uint32_t max_frame =
         SL_MAX(SL__CLIENT_MAX_FRAME_BYTES, cfg->batch_bytes + SL_PROTO_FRAME_SIZE_MIN);
     if (err == SL_OK) {
@@ -756,42 +1320,6 @@ sl_producer_new(const sl_producer_config *cfg, sl_producer **out)
     }
     *out = p;
     return SL_OK;
-}
-
-// Appends an already-charged record to the open batch, opening one sized for it if needed.
-static int
-producer_append(sl_producer *p, const sl_record *rec, uint64_t cost, uint64_t *seq_out)
-{
-    for (int attempt = 0; attempt < 2; attempt++) { // at most: current batch, then a fresh one
-        if (p->open == NULL) {
-            size_t need = SL_BATCH_HEADER_BYTES + sl_record_encoded_size(rec);
-            pbatch *b = batch_new(SL_MAX((size_t)p->seal_bytes, need));
-            if (b == NULL) {
-                return SL_ENOMEM;
-            }
-            b->seq = p->next_seq;
-            p->open = b;
-            p->open_since_ns = sl_now_ns();
-            sl__io_wake(&p->io); // arms the linger timer
-        }
-        int err = sl_batch_builder_add(&p->open->builder, rec);
-        if (err == SL_OK) {
-            p->open->record_count++;
-            p->open->charge_bytes += cost;
-            *seq_out = p->next_seq++;
-            if (p->open->builder.used >= p->seal_bytes) {
-                producer_seal(p);
-                sl__io_wake(&p->io);
-            }
-            return SL_OK;
-        }
-        if (err != SL_EFULL || p->open->record_count == 0) {
-            return err;
-        }
-        producer_seal(p);
-        sl__io_wake(&p->io);
-    }
-    return SL_ETOOBIG;
 }
 
 int
@@ -821,12 +1349,13 @@ sl_producer_send(sl_producer *p, const sl_record *record, int64_t deadline_ns, u
         return err;
     }
     pthread_mutex_lock(&p->io.mutex);
-    uint64_t seq = 0;
+    uint64_t seq = p->next_seq;
     err = p->closing ? SL_ECLOSED : (p->fatal != SL_OK ? p->fatal : SL_OK);
     if (err == SL_OK) {
-        err = producer_append(p, record, cost, &seq);
+        err = producer_append(p, producer_route(p, record), record, cost, seq);
     }
     if (err == SL_OK) {
+        p->next_seq++;
         p->stats.records_sent_total++;
     }
     pthread_mutex_unlock(&p->io.mutex);
@@ -857,26 +1386,26 @@ sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap, in
     while (p->done_head == NULL && sl__io_wait(&p->io, deadline_ns)) { // bounded by deadline
     }
     size_t n = 0;
+    size_t freed = 0;
     pbatch **link = &taken;
-    for (; n < cap && p->done_head != NULL; n++) {
+    for (; n < cap && p->done_head != NULL; n++) { // one report per run
         pbatch *b = p->done_head;
+        if (!batch_report_next(b, &out[n])) {
+            continue;
+        }
         p->done_head = b->next;
-        out[n] = (sl_delivery_report){.seq = b->seq,
-                                      .record_count = b->record_count,
-                                      .partition = p->partition,
-                                      .offset = b->offset,
-                                      .err = b->err};
         *link = b;
         link = &b->next;
+        freed++;
     }
     *link = NULL;
     if (p->done_head == NULL) {
         p->done_tail = NULL;
     }
-    bool room = n > 0 && p->want_room;
+    bool room = freed > 0 && p->want_room;
     p->want_room = p->want_room && !room;
     pthread_mutex_unlock(&p->io.mutex);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < freed; i++) {
         pbatch *b = taken;
         taken = b->next;
         sl_budget_release(p->buffer, b->charge_bytes, b->record_count);
@@ -889,6 +1418,17 @@ sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap, in
     return SL_OK;
 }
 
+static bool
+producer_pending(const sl_producer *p)
+{
+    for (uint32_t i = 0; i < p->slot_count; i++) {
+        if (slot_has_data(&p->slots[i])) {
+            return true;
+        }
+    }
+    return p->cfg.delivery_cb != NULL && p->done_head != NULL;
+}
+
 int
 sl_producer_flush(sl_producer *p, int64_t deadline_ns)
 {
@@ -897,8 +1437,7 @@ sl_producer_flush(sl_producer *p, int64_t deadline_ns)
     sl__io_wake(&p->io);
     bool pending = true;
     for (;;) { // bounded by deadline_ns
-        pending = (p->open != NULL && p->open->record_count > 0) || p->head != NULL ||
-                  (p->cfg.delivery_cb != NULL && p->done_head != NULL);
+        pending = producer_pending(p);
         if (!pending || !sl__io_wait(&p->io, deadline_ns)) {
             break;
         }
@@ -924,33 +1463,32 @@ sl_producer_stats_get(sl_producer *p, sl_producer_stats *out)
 static void
 producer_fail_all(sl_producer *p)
 {
-    p->unsent = NULL;
-    for (uint32_t i = 0; i < UINT32_MAX && p->head != NULL; i++) {
-        producer_retire_head(p, SL_ECLOSED);
+    for (uint32_t i = 0; i < p->slot_count; i++) {
+        pslot *s = &p->slots[i];
+        producer_seal(p, s);
+        s->unsent = NULL;
+        for (uint32_t k = 0; k < UINT32_MAX && s->head != NULL; k++) { // bounded by the list
+            producer_retire_head(p, s, SL_ECLOSED);
+        }
+        if (s->open != NULL) {
+            batch_free(s->open); // empty
+            s->open = NULL;
+        }
     }
-    if (p->open != NULL && p->open->record_count > 0) {
-        producer_seal(p);
-        p->unsent = NULL;
-        producer_retire_head(p, SL_ECLOSED);
-    }
-    for (uint32_t i = 0; i < UINT32_MAX && p->done_head != NULL; i++) {
+    for (uint32_t i = 0; i < UINT32_MAX && p->done_head != NULL; i++) { // bounded by the list
         pbatch *b = p->done_head;
         p->done_head = b->next;
-        if (p->cfg.delivery_cb != NULL) {
-            sl_delivery_report r = {.seq = b->seq,
-                                    .record_count = b->record_count,
-                                    .partition = p->partition,
-                                    .offset = b->offset,
-                                    .err = b->err};
-            p->cfg.delivery_cb(&r, p->cfg.delivery_user);
+        for (uint32_t k = 0; k < b->run_count && p->cfg.delivery_cb != NULL; k++) {
+            sl_delivery_report r;
+            if (k >= b->runs_reported) {
+                (void)batch_report_next(b, &r);
+                p->cfg.delivery_cb(&r, p->cfg.delivery_user);
+            }
         }
         sl_budget_release(p->buffer, b->charge_bytes, b->record_count);
         batch_free(b);
     }
-    if (p->open != NULL) {
-        batch_free(p->open);
-        p->open = NULL;
-    }
+    p->done_tail = NULL;
 }
 
 void
@@ -965,7 +1503,10 @@ sl_producer_free(sl_producer *p)
         pthread_mutex_unlock(&p->io.mutex);
     }
     sl__io_stop(&p->io);
-    producer_fail_all(p);
+    if (p->slots != NULL) {
+        producer_fail_all(p);
+        sl_free(p->slots, (size_t)p->slot_count * sizeof(*p->slots));
+    }
     sl__io_fini(&p->io);
     if (p->buffer != NULL) {
         sl_budget_free(p->buffer);
