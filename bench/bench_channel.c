@@ -1,8 +1,10 @@
 // Channel throughput in records/s: sl_channel (SPSC 1x1, MPMC 2x2) at batch 1 and 64, against a
 // plain mutex+condvar bounded queue and ZeroMQ inproc PUSH/PULL with the same bound, all in one
-// run. Prints medians of several runs and the ratios; docs/benchmarks-channel.md explains exactly
-// how each contender runs. `--quick` makes a few-second run (used by `make run`).
+// run, every contender's threads pinned alike. Prints medians of several runs and the ratios; the
+// "Channels" section of docs/benchmarks.md explains how each contender runs. `--quick` makes a
+// few-second run (used by `make run`); `--no-pin` leaves placement to the scheduler.
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 // so a record is never rewritten while a consumer may still read it.
 #define BENCH_POOL_RECORDS 4096u
 #define BENCH_THREADS_MAX  2u
+#define BENCH_CPUS_MAX     1024u
 #define BENCH_RUNS_FULL    5u
 #define BENCH_RUNS_QUICK   3u
 #define BENCH_TOTAL_FULL   4000000u // records per run
@@ -153,6 +156,44 @@ typedef struct bench_run {
     bench_record *pools[BENCH_THREADS_MAX]; // one per producer, freed after the run
 } bench_run;
 
+// CPUs the threads are pinned to (the first ones the process may use); 0 CPUs: no pinning.
+static int g_cpus[BENCH_THREADS_MAX * 2];
+static uint32_t g_cpu_count;
+
+// Producer i runs on CPU 2i, consumer i on CPU 2i + 1 (modulo the CPUs found): with 2 CPUs the
+// producers share one and the consumers the other, so every record crosses cores, for every
+// contender alike.
+static void
+pin_self(uint32_t slot)
+{
+    if (g_cpu_count == 0) {
+        return;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(g_cpus[slot % g_cpu_count], &set);
+    int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    SL_ASSERT(err == 0);
+}
+
+static void
+pin_choose(bool pin)
+{
+    cpu_set_t set;
+    g_cpu_count = 0;
+    if (!pin || sched_getaffinity(0, sizeof(set), &set) != 0) {
+        return;
+    }
+    for (int cpu = 0; cpu < (int)BENCH_CPUS_MAX && g_cpu_count < SL_ARRAY_LEN(g_cpus); cpu++) {
+        if (CPU_ISSET(cpu, &set)) {
+            g_cpus[g_cpu_count++] = cpu;
+        }
+    }
+    if (g_cpu_count < 2) {
+        g_cpu_count = 0; // one CPU: pinning would change nothing
+    }
+}
+
 static void
 produce_sluice(bench_run *r, bench_record *pool, uint64_t count)
 {
@@ -254,6 +295,7 @@ producer_main(void *p)
     bench_run *r = p;
     uint32_t id = atomic_fetch_add(&r->next_producer, 1);
     uint64_t count = r->total / r->threads;
+    pin_self(2 * id);
     pthread_barrier_wait(&r->start);
 #ifdef SL_HAVE_ZMQ
     if (r->impl == IMPL_ZMQ) {
@@ -270,6 +312,7 @@ consumer_main(void *p)
 {
     bench_run *r = p;
     uint32_t id = atomic_fetch_add(&r->next_consumer, 1);
+    pin_self(2 * id + 1);
     pthread_barrier_wait(&r->start);
 #ifdef SL_HAVE_ZMQ
     if (r->impl == IMPL_ZMQ) {
@@ -277,7 +320,6 @@ consumer_main(void *p)
         return NULL;
     }
 #endif
-    SL_UNUSED(id);
     consume_sluice(r);
     return NULL;
 }
@@ -451,7 +493,19 @@ ratio(double a, double b)
 int
 main(int argc, char **argv)
 {
-    bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    bool quick = false;
+    bool pin = true;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else if (strcmp(argv[i], "--no-pin") == 0) {
+            pin = false;
+        } else {
+            fprintf(stderr, "usage: bench_channel [--quick] [--no-pin]\n");
+            return 2;
+        }
+    }
+    pin_choose(pin);
     uint32_t runs = quick ? BENCH_RUNS_QUICK : BENCH_RUNS_FULL;
     uint64_t total = quick ? BENCH_TOTAL_QUICK : BENCH_TOTAL_FULL;
     void *zmq_ctx = NULL;
@@ -465,9 +519,18 @@ main(int argc, char **argv)
         {.shape = "MPMC 2x2", .threads = 2, .batch = 64},
     };
     printf("bench_channel: %llu records of %u bytes per run, bound %u records, median of %u runs"
-           "%s\n\n",
+           "%s\n",
            (unsigned long long)total, BENCH_RECORD_BYTES, BENCH_BOUND_RECORDS, runs,
            quick ? " (--quick)" : "");
+    if (g_cpu_count > 0) {
+        printf("threads pinned: producer i on CPU #2i, consumer i on CPU #2i+1 of");
+        for (uint32_t i = 0; i < g_cpu_count; i++) {
+            printf(" %d", g_cpus[i]);
+        }
+        printf(" (modulo the count)\n\n");
+    } else {
+        printf("threads not pinned\n\n");
+    }
     printf("| shape | batch | sluice (Mrec/s) | mutex queue (Mrec/s) | zmq inproc (Mrec/s) "
            "| sluice/mutex | sluice/zmq |\n");
     printf("|---|---:|---:|---:|---:|---:|---:|\n");
