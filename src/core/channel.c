@@ -935,6 +935,11 @@ push_on_full(sl_channel *ch, push_call *call, channel_full_cause cause, uint64_t
         if (call->evictions >= CHANNEL_EVICT_PASSES_PER_RECORD * (ch->capacity + call->count)) {
             return refuse(ch, SL_EBUSY, remaining, cause, head_before, size);
         }
+        if (call->evictions >= ch->capacity + call->count) {
+            // Other producers keep taking the room our evictions make (they run while we are
+            // between the eviction and the claim): let them finish before evicting again.
+            sched_yield();
+        }
         if (!evict_oldest(ch)) {
             // Nothing of ours to evict: the budget is held by others. Refuse, losslessly.
             return refuse(ch, SL_EFULL, remaining, cause, head_before, size);
