@@ -128,8 +128,8 @@ struct sl_channel {
 
 // ---- fences ------------------------------------------------------------------------------------
 // Each wait protocol here is a Dekker pair: one side stores then loads what the other side stores
-// then loads. The fast side (a push or pop that publishes) runs fence_light, the slow side (a thread
-// going to sleep or arming an fd, a consumer that sees close) runs fence_heavy. With membarrier,
+// then loads. The fast side (a push or pop that publishes) runs fence_light, the slow side (a
+// thread going to sleep or arming an fd, a consumer that sees close) runs fence_heavy. With membarrier,
 // fence_heavy makes every running thread of the process pass a full barrier, so fence_light only
 // has to stop the compiler; without it both are plain seq_cst fences.
 
@@ -430,8 +430,9 @@ spsc_try_pop(sl_channel *ch, void **items, uint32_t *sizes, uint32_t max, uint64
     }
     uint32_t start = (uint32_t)(head & ch->mask);
     uint32_t first = SL_MIN(n, ch->capacity - start);
+    uint32_t *sizes_rest = sizes != NULL ? sizes + first : NULL;
     uint64_t sum = spsc_drain(ch, start, items, sizes, first) +
-                   spsc_drain(ch, 0, items + first, sizes != NULL ? sizes + first : NULL, n - first);
+                   spsc_drain(ch, 0, items + first, sizes_rest, n - first);
     uint64_t bytes_out = atomic_load_explicit(&ch->bytes_out, memory_order_relaxed);
     atomic_store_explicit(&ch->bytes_out, bytes_out + sum, memory_order_release);
     atomic_store_explicit(&ch->head, head + n, memory_order_release);
