@@ -129,9 +129,9 @@ struct sl_channel {
 // ---- fences ------------------------------------------------------------------------------------
 // Each wait protocol here is a Dekker pair: one side stores then loads what the other side stores
 // then loads. The fast side (a push or pop that publishes) runs fence_light, the slow side (a
-// thread going to sleep or arming an fd, a consumer that sees close) runs fence_heavy. With membarrier,
-// fence_heavy makes every running thread of the process pass a full barrier, so fence_light only
-// has to stop the compiler; without it both are plain seq_cst fences.
+// thread going to sleep or arming an fd, a consumer that sees close) runs fence_heavy. With
+// membarrier, fence_heavy makes every running thread of the process pass a full barrier, so
+// fence_light only has to stop the compiler; without it both are plain seq_cst fences.
 
 // 0: not probed yet; 1: MEMBARRIER_CMD_PRIVATE_EXPEDITED registered; -1: unavailable or disabled.
 static _Atomic int g_membarrier_state;
