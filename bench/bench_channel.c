@@ -1,8 +1,10 @@
 // Channel throughput in records/s: sl_channel (SPSC 1x1, MPMC 2x2) at batch 1 and 64, against a
 // plain mutex+condvar bounded queue and ZeroMQ inproc PUSH/PULL with the same bound, all in one
-// run. Prints medians of several runs and the ratios; docs/benchmarks-channel.md explains exactly
-// how each contender runs. `--quick` makes a few-second run (used by `make run`).
+// run, every contender's threads pinned alike. Prints medians of several runs and the ratios; the
+// "Channels" section of docs/benchmarks.md explains how each contender runs. `--quick` makes a
+// few-second run (used by `make run`); `--no-pin` leaves placement to the scheduler.
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 // so a record is never rewritten while a consumer may still read it.
 #define BENCH_POOL_RECORDS 4096u
 #define BENCH_THREADS_MAX  2u
+#define BENCH_CPUS_MAX     1024u
 #define BENCH_RUNS_FULL    5u
 #define BENCH_RUNS_QUICK   3u
 #define BENCH_TOTAL_FULL   4000000u // records per run
@@ -42,9 +45,79 @@ typedef struct bench_record {
 
 _Static_assert(sizeof(bench_record) == BENCH_RECORD_BYTES, "64-byte records");
 
-typedef enum impl_kind { IMPL_SLUICE, IMPL_MUTEX, IMPL_ZMQ, IMPL_COUNT } impl_kind;
+typedef enum impl_kind { IMPL_SLUICE, IMPL_MUTEX, IMPL_ZMQ, IMPL_BARE, IMPL_COUNT } impl_kind;
 
-static const char *const IMPL_NAMES[IMPL_COUNT] = {"sluice", "mutex", "zmq"};
+static const char *const IMPL_NAMES[IMPL_COUNT] = {"sluice", "mutex", "zmq", "bare ring"};
+
+// ---- the ceiling: a bare SPSC ring of pointers -------------------------------------------------
+// No sleeping, no accounting, no close, no stats: two indices on their own cache lines, each side
+// caching the other's, release/acquire only, spinning (then yielding) when full or empty. Not a
+// usable queue; it shows what moving a pointer and the record's cache line costs on this machine.
+
+// Pauses before a spinning bare-ring side starts yielding its CPU.
+#define BARE_SPINS_BEFORE_YIELD 256u
+
+typedef struct bare_ring {
+    _Alignas(SL_CACHELINE_BYTES) _Atomic uint64_t tail;
+    uint64_t cached_head;
+    _Alignas(SL_CACHELINE_BYTES) _Atomic uint64_t head;
+    uint64_t cached_tail;
+    _Alignas(SL_CACHELINE_BYTES) void *items[BENCH_BOUND_RECORDS];
+} bare_ring;
+
+static void
+bare_wait(uint32_t *spins)
+{
+    if (++*spins < BARE_SPINS_BEFORE_YIELD) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    } else {
+        sched_yield();
+    }
+}
+
+static void
+bare_push(bare_ring *b, void *const *items, uint32_t n)
+{
+    uint64_t tail = atomic_load_explicit(&b->tail, memory_order_relaxed);
+    uint32_t spins = 0;
+    // Bounded by the consumer's progress (it never stops before the last record).
+    while (tail + n - b->cached_head > BENCH_BOUND_RECORDS) {
+        b->cached_head = atomic_load_explicit(&b->head, memory_order_acquire);
+        if (tail + n - b->cached_head > BENCH_BOUND_RECORDS) {
+            bare_wait(&spins);
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        b->items[(tail + i) % BENCH_BOUND_RECORDS] = items[i];
+    }
+    atomic_store_explicit(&b->tail, tail + n, memory_order_release);
+}
+
+// Pops 1..max items; 0 once all `total` records were taken.
+static uint32_t
+bare_pop(bare_ring *b, void **items, uint32_t max, uint64_t total)
+{
+    uint64_t head = atomic_load_explicit(&b->head, memory_order_relaxed);
+    uint32_t spins = 0;
+    // Bounded by the producer's progress and the run's total.
+    while (head == b->cached_tail) {
+        if (head == total) {
+            return 0;
+        }
+        b->cached_tail = atomic_load_explicit(&b->tail, memory_order_acquire);
+        if (head == b->cached_tail) {
+            bare_wait(&spins);
+        }
+    }
+    uint32_t n = (uint32_t)SL_MIN((uint64_t)max, b->cached_tail - head);
+    for (uint32_t i = 0; i < n; i++) {
+        items[i] = b->items[(head + i) % BENCH_BOUND_RECORDS];
+    }
+    atomic_store_explicit(&b->head, head + n, memory_order_release);
+    return n;
+}
 
 // ---- the baseline: a plain mutex+condvar bounded queue -----------------------------------------
 
@@ -141,8 +214,10 @@ typedef struct bench_run {
     uint32_t threads; // producers = consumers = threads
     uint32_t batch;
     uint64_t total; // records over all producers
+    bool touch;     // producer writes seq into the record, consumer reads it (the default)
     sl_channel *ch;
     mutex_queue *mq;
+    bare_ring *bare;
     void *zmq_push[BENCH_THREADS_MAX];
     void *zmq_pull[BENCH_THREADS_MAX];
     _Atomic uint64_t consumed;
@@ -152,6 +227,44 @@ typedef struct bench_run {
     pthread_barrier_t start;
     bench_record *pools[BENCH_THREADS_MAX]; // one per producer, freed after the run
 } bench_run;
+
+// CPUs the threads are pinned to (the first ones the process may use); 0 CPUs: no pinning.
+static int g_cpus[BENCH_THREADS_MAX * 2];
+static uint32_t g_cpu_count;
+
+// Producer i runs on CPU 2i, consumer i on CPU 2i + 1 (modulo the CPUs found): with 2 CPUs the
+// producers share one and the consumers the other, so every record crosses cores, for every
+// contender alike.
+static void
+pin_self(uint32_t slot)
+{
+    if (g_cpu_count == 0) {
+        return;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(g_cpus[slot % g_cpu_count], &set);
+    int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    SL_ASSERT(err == 0);
+}
+
+static void
+pin_choose(bool pin)
+{
+    cpu_set_t set;
+    g_cpu_count = 0;
+    if (!pin || sched_getaffinity(0, sizeof(set), &set) != 0) {
+        return;
+    }
+    for (int cpu = 0; cpu < (int)BENCH_CPUS_MAX && g_cpu_count < SL_ARRAY_LEN(g_cpus); cpu++) {
+        if (CPU_ISSET(cpu, &set)) {
+            g_cpus[g_cpu_count++] = cpu;
+        }
+    }
+    if (g_cpu_count < 2) {
+        g_cpu_count = 0; // one CPU: pinning would change nothing
+    }
+}
 
 static void
 produce_sluice(bench_run *r, bench_record *pool, uint64_t count)
@@ -165,11 +278,15 @@ produce_sluice(bench_run *r, bench_record *pool, uint64_t count)
         uint32_t n = (uint32_t)SL_MIN((uint64_t)r->batch, count - seq);
         for (uint32_t i = 0; i < n; i++) {
             bench_record *rec = &pool[(seq + i) % BENCH_POOL_RECORDS];
-            rec->seq = seq + i;
+            if (r->touch) {
+                rec->seq = seq + i;
+            }
             items[i] = rec;
         }
         if (r->impl == IMPL_MUTEX) {
             mq_push(r->mq, items, n);
+        } else if (r->impl == IMPL_BARE) {
+            bare_push(r->bare, items, n);
         } else if (n == 1) {
             int err = sl_channel_push(r->ch, items[0], BENCH_RECORD_BYTES, SL_DEADLINE_NEVER);
             SL_ASSERT(err == SL_OK);
@@ -193,6 +310,8 @@ consume_sluice(bench_run *r)
         uint32_t n = 0;
         if (r->impl == IMPL_MUTEX) {
             n = mq_pop(r->mq, items, r->batch);
+        } else if (r->impl == IMPL_BARE) {
+            n = bare_pop(r->bare, items, r->batch, r->total);
         } else {
             int err = sl_channel_pop_batch(r->ch, items, NULL, r->batch, &n, SL_DEADLINE_NEVER);
             SL_ASSERT(err == SL_OK || err == SL_ECLOSED);
@@ -200,7 +319,7 @@ consume_sluice(bench_run *r)
         if (n == 0) {
             break;
         }
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; r->touch && i < n; i++) {
             sum += ((const bench_record *)items[i])->seq;
         }
         got += n;
@@ -254,6 +373,7 @@ producer_main(void *p)
     bench_run *r = p;
     uint32_t id = atomic_fetch_add(&r->next_producer, 1);
     uint64_t count = r->total / r->threads;
+    pin_self(2 * id);
     pthread_barrier_wait(&r->start);
 #ifdef SL_HAVE_ZMQ
     if (r->impl == IMPL_ZMQ) {
@@ -270,6 +390,7 @@ consumer_main(void *p)
 {
     bench_run *r = p;
     uint32_t id = atomic_fetch_add(&r->next_consumer, 1);
+    pin_self(2 * id + 1);
     pthread_barrier_wait(&r->start);
 #ifdef SL_HAVE_ZMQ
     if (r->impl == IMPL_ZMQ) {
@@ -277,7 +398,6 @@ consumer_main(void *p)
         return NULL;
     }
 #endif
-    SL_UNUSED(id);
     consume_sluice(r);
     return NULL;
 }
@@ -325,13 +445,15 @@ zmq_teardown(bench_run *r)
 
 // Runs one configuration once; returns records/s (0 if the records did not all arrive once).
 static double
-bench_once(impl_kind impl, uint32_t threads, uint32_t batch, uint64_t total, void *zmq_ctx)
+bench_once(impl_kind impl, uint32_t threads, uint32_t batch, bool touch, uint64_t total,
+           void *zmq_ctx)
 {
     bench_run *r = calloc(1, sizeof(*r));
     SL_ASSERT(r != NULL);
     r->impl = impl;
     r->threads = threads;
     r->batch = batch;
+    r->touch = touch;
     r->total = total / threads * threads;
     mutex_queue *mq = NULL;
     if (impl == IMPL_SLUICE) {
@@ -344,6 +466,11 @@ bench_once(impl_kind impl, uint32_t threads, uint32_t batch, uint64_t total, voi
         SL_ASSERT(mq != NULL);
         mq_init(mq);
         r->mq = mq;
+    } else if (impl == IMPL_BARE) {
+        SL_ASSERT(threads == 1);
+        r->bare = aligned_alloc(SL_CACHELINE_BYTES, sizeof(bare_ring));
+        SL_ASSERT(r->bare != NULL);
+        memset(r->bare, 0, sizeof(bare_ring));
     } else {
 #ifdef SL_HAVE_ZMQ
         zmq_setup(r, zmq_ctx);
@@ -381,12 +508,14 @@ bench_once(impl_kind impl, uint32_t threads, uint32_t batch, uint64_t total, voi
     // holding a batch can see its records rewritten by a producer that lapped the pool (the
     // records are still read, as a real consumer would; only the check is skipped).
     bool ok = atomic_load(&r->consumed) == r->total &&
-              (threads > 1 || atomic_load(&r->seq_sum) == expect_sum);
+              (threads > 1 || !touch || atomic_load(&r->seq_sum) == expect_sum);
     if (impl == IMPL_SLUICE) {
         sl_channel_free(r->ch);
     } else if (impl == IMPL_MUTEX) {
         mq_fini(mq);
         free(mq);
+    } else if (impl == IMPL_BARE) {
+        free(r->bare);
     } else {
 #ifdef SL_HAVE_ZMQ
         zmq_teardown(r);
@@ -416,22 +545,35 @@ typedef struct bench_row {
     const char *shape;
     uint32_t threads;
     uint32_t batch;
+    bool touch;
+    bool ran[IMPL_COUNT];
     double median[IMPL_COUNT]; // records/s
     double min[IMPL_COUNT];
     double max[IMPL_COUNT];
 } bench_row;
 
+// zmq copies every record into its message, so it has no untouched variant; the bare ring is SPSC.
+static bool
+impl_applies(const bench_row *row, impl_kind impl, void *zmq_ctx)
+{
+    if (impl == IMPL_ZMQ) {
+        return zmq_ctx != NULL && row->touch;
+    }
+    return impl != IMPL_BARE || row->threads == 1;
+}
+
 static void
 bench_row_run(bench_row *row, uint32_t runs, uint64_t total, void *zmq_ctx)
 {
-    double samples[IMPL_COUNT][BENCH_RUNS_FULL];
+    double samples[IMPL_COUNT][BENCH_RUNS_FULL] = {{0}};
     // Interleave the contenders run by run, so a noisy moment on a shared machine hits them all.
     for (uint32_t run = 0; run < runs; run++) {
         for (int impl = 0; impl < IMPL_COUNT; impl++) {
-            samples[impl][run] =
-                zmq_ctx != NULL || impl != IMPL_ZMQ
-                    ? bench_once((impl_kind)impl, row->threads, row->batch, total, zmq_ctx)
-                    : 0.0;
+            row->ran[impl] = impl_applies(row, (impl_kind)impl, zmq_ctx);
+            if (row->ran[impl]) {
+                samples[impl][run] = bench_once((impl_kind)impl, row->threads, row->batch,
+                                                row->touch, total, zmq_ctx);
+            }
         }
     }
     for (int impl = 0; impl < IMPL_COUNT; impl++) {
@@ -442,48 +584,97 @@ bench_row_run(bench_row *row, uint32_t runs, uint64_t total, void *zmq_ctx)
     }
 }
 
-static double
-ratio(double a, double b)
+static void
+print_rate(const bench_row *row, impl_kind impl)
 {
-    return b > 0 ? a / b : 0.0;
+    if (!row->ran[impl]) {
+        printf(" - |");
+        return;
+    }
+    printf(" %.1f (%.1f-%.1f) |", row->median[impl] / 1e6, row->min[impl] / 1e6,
+           row->max[impl] / 1e6);
+}
+
+static void
+print_ratio(const bench_row *row, impl_kind impl)
+{
+    if (!row->ran[impl] || row->median[impl] <= 0) {
+        printf(" - |");
+        return;
+    }
+    printf(" %.2fx |", row->median[IMPL_SLUICE] / row->median[impl]);
+}
+
+static void
+print_table(bench_row *rows, size_t count, uint32_t runs, uint64_t total, void *zmq_ctx)
+{
+    printf("| shape | batch | sluice (Mrec/s) | mutex queue (Mrec/s) | zmq inproc (Mrec/s) "
+           "| bare ring (Mrec/s) | sluice/mutex | sluice/zmq | sluice/bare |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < count; i++) {
+        bench_row *row = &rows[i];
+        bench_row_run(row, runs, total, zmq_ctx);
+        printf("| %s | %u |", row->shape, row->batch);
+        for (int impl = 0; impl < IMPL_COUNT; impl++) {
+            print_rate(row, (impl_kind)impl);
+        }
+        print_ratio(row, IMPL_MUTEX);
+        print_ratio(row, IMPL_ZMQ);
+        print_ratio(row, IMPL_BARE);
+        printf("\n");
+        fflush(stdout);
+    }
 }
 
 int
 main(int argc, char **argv)
 {
-    bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    bool quick = false;
+    bool pin = true;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else if (strcmp(argv[i], "--no-pin") == 0) {
+            pin = false;
+        } else {
+            fprintf(stderr, "usage: bench_channel [--quick] [--no-pin]\n");
+            return 2;
+        }
+    }
+    pin_choose(pin);
     uint32_t runs = quick ? BENCH_RUNS_QUICK : BENCH_RUNS_FULL;
     uint64_t total = quick ? BENCH_TOTAL_QUICK : BENCH_TOTAL_FULL;
     void *zmq_ctx = NULL;
 #ifdef SL_HAVE_ZMQ
     zmq_ctx = zmq_ctx_new();
 #endif
-    bench_row rows[] = {
-        {.shape = "SPSC 1x1", .threads = 1, .batch = 1},
-        {.shape = "SPSC 1x1", .threads = 1, .batch = 64},
-        {.shape = "MPMC 2x2", .threads = 2, .batch = 1},
-        {.shape = "MPMC 2x2", .threads = 2, .batch = 64},
-    };
     printf("bench_channel: %llu records of %u bytes per run, bound %u records, median of %u runs"
-           "%s\n\n",
+           "%s\n",
            (unsigned long long)total, BENCH_RECORD_BYTES, BENCH_BOUND_RECORDS, runs,
            quick ? " (--quick)" : "");
-    printf("| shape | batch | sluice (Mrec/s) | mutex queue (Mrec/s) | zmq inproc (Mrec/s) "
-           "| sluice/mutex | sluice/zmq |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|\n");
-    for (size_t i = 0; i < SL_ARRAY_LEN(rows); i++) {
-        bench_row *row = &rows[i];
-        bench_row_run(row, runs, total, zmq_ctx);
-        printf("| %s | %u | %.1f (%.1f-%.1f) | %.1f (%.1f-%.1f) | %.2f (%.2f-%.2f) | %.1fx | %.1fx "
-               "|\n",
-               row->shape, row->batch, row->median[IMPL_SLUICE] / 1e6, row->min[IMPL_SLUICE] / 1e6,
-               row->max[IMPL_SLUICE] / 1e6, row->median[IMPL_MUTEX] / 1e6,
-               row->min[IMPL_MUTEX] / 1e6, row->max[IMPL_MUTEX] / 1e6, row->median[IMPL_ZMQ] / 1e6,
-               row->min[IMPL_ZMQ] / 1e6, row->max[IMPL_ZMQ] / 1e6,
-               ratio(row->median[IMPL_SLUICE], row->median[IMPL_MUTEX]),
-               ratio(row->median[IMPL_SLUICE], row->median[IMPL_ZMQ]));
-        fflush(stdout);
+    if (g_cpu_count > 0) {
+        printf("threads pinned: producer i on CPU #2i, consumer i on CPU #2i+1 of");
+        for (uint32_t i = 0; i < g_cpu_count; i++) {
+            printf(" %d", g_cpus[i]);
+        }
+        printf(" (modulo the count)\n");
+    } else {
+        printf("threads not pinned\n");
     }
+    printf("\nRecords written by the producer and read by the consumer (the goal's measure):\n\n");
+    bench_row rows[] = {
+        {.shape = "SPSC 1x1", .threads = 1, .batch = 1, .touch = true},
+        {.shape = "SPSC 1x1", .threads = 1, .batch = 64, .touch = true},
+        {.shape = "MPMC 2x2", .threads = 2, .batch = 1, .touch = true},
+        {.shape = "MPMC 2x2", .threads = 2, .batch = 64, .touch = true},
+    };
+    print_table(rows, SL_ARRAY_LEN(rows), runs, total, zmq_ctx);
+    printf("\nRecords not touched (only the pointers move: the queues' own cost):\n\n");
+    bench_row untouched[] = {
+        {.shape = "SPSC 1x1", .threads = 1, .batch = 1, .touch = false},
+        {.shape = "SPSC 1x1", .threads = 1, .batch = 64, .touch = false},
+    };
+    print_table(untouched, SL_ARRAY_LEN(untouched), runs, total, zmq_ctx);
     if (zmq_ctx == NULL) {
         printf("\n(zmq column empty: built without libzmq)\n");
     }

@@ -63,7 +63,8 @@ typedef struct sl_channel_stats {
     uint64_t depth_records;             // queued now
     uint64_t depth_bytes;               // sum of size_bytes queued now
     double fill_ratio;                  // max(records fill, bytes fill), 0..1
-    int64_t oldest_age_ns;              // age of the oldest queued record; 0 when empty
+    int64_t oldest_age_ns;              // age of the oldest queued record; 0 when empty; may be
+                                        // high by up to one coarse clock tick (1-4 ms), never low
     uint64_t pushed_total;              // records that entered the queue
     uint64_t popped_total;              // records delivered to consumers
     uint64_t dropped_full_newest_total; // SL_CHANNEL_DROP_FULL_NEWEST

@@ -3,7 +3,9 @@
 // consumer owns head, each caching the other's index on its own cache line) and a Vyukov-style
 // bounded MPMC queue (per-slot sequence numbers; a batch is claimed with one CAS). Threads sleep
 // only when full or empty, on a mutex+condvar announced by "sleepers" counters that the other side
-// reads after a fence, so a push or pop that does not have to wait never takes a lock.
+// reads after a fence, so a push or pop that does not have to wait never takes a lock. Where the
+// kernel offers membarrier, that fence is asymmetric: free on the push/pop fast path, a system
+// call on the rare side (going to sleep, arming an fd, seeing close).
 #include <sluice/channel.h>
 
 #include <pthread.h>
@@ -12,6 +14,11 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#endif
 
 #include "core/channel_internal.h"
 #include "core/util.h"
@@ -69,6 +76,7 @@ struct sl_channel {
     sl_budget *budget;       // may be NULL
     sl_channel_drop_cb drop_cb;
     void *drop_user;
+    bool asym_fences;             // fast paths use fence_light, slow paths fence_heavy (membarrier)
     channel_slot *slots;          // capacity entries; the start of the ring allocation
     _Atomic uint64_t *seqs;       // MPMC ring: pos when free for pos, pos + 1 when filled at pos
     _Atomic int64_t *enqueued_ns; // relaxed: stats read them for the oldest record's age
@@ -77,9 +85,13 @@ struct sl_channel {
     char pad_producer[SL_CACHELINE_BYTES];
     _Atomic uint64_t tail;
     _Atomic uint64_t bytes_in; // bytes ever admitted; invariant: bytes_out <= bytes_in
-    _Atomic uint32_t inflight; // pushes between their closed check and their publish
     uint64_t cached_head;      // SPSC producer's last view of head (<= head)
     uint64_t cached_bytes_out; // SPSC producer's last view of bytes_out
+
+    // Written twice by every push, read by a consumer only once it sees the channel closed: on a
+    // line of its own, so those writes do not disturb a consumer polling tail.
+    char pad_inflight[SL_CACHELINE_BYTES];
+    _Atomic uint32_t inflight; // pushes between their closed check and their publish
 
     // Consumer side: head is records ever taken out (pops and evictions).
     char pad_consumer[SL_CACHELINE_BYTES];
@@ -113,6 +125,78 @@ struct sl_channel {
     sl_channel_room_cb room_cb;
     void *room_user;
 };
+
+// ---- fences ------------------------------------------------------------------------------------
+// Each wait protocol here is a Dekker pair: one side stores then loads what the other side stores
+// then loads. The fast side (a push or pop that publishes) runs fence_light, the slow side (a
+// thread going to sleep or arming an fd, a consumer that sees close) runs fence_heavy. With
+// membarrier, fence_heavy makes every running thread of the process pass a full barrier, so
+// fence_light only has to stop the compiler; without it both are plain seq_cst fences.
+
+// 0: not probed yet; 1: MEMBARRIER_CMD_PRIVATE_EXPEDITED registered; -1: unavailable or disabled.
+static _Atomic int g_membarrier_state;
+
+static bool
+membarrier_register(void)
+{
+#if defined(__linux__) && defined(SYS_membarrier)
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) {
+        return false;
+    }
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+#else
+    return false;
+#endif
+}
+
+// True when new channels may use asymmetric fences (registers the process on first use; two
+// threads racing here both register, which is harmless).
+static bool
+membarrier_ready(void)
+{
+    int state = atomic_load_explicit(&g_membarrier_state, memory_order_acquire);
+    if (state == 0) {
+        state = membarrier_register() ? 1 : -1;
+        atomic_store_explicit(&g_membarrier_state, state, memory_order_release);
+    }
+    return state > 0;
+}
+
+void
+sl__channel_set_asym_fences(bool enabled)
+{
+    atomic_store_explicit(&g_membarrier_state, enabled ? 0 : -1, memory_order_release);
+}
+
+bool
+sl__channel_asym_fences(const sl_channel *ch)
+{
+    return ch->asym_fences;
+}
+
+static inline void
+fence_light(const sl_channel *ch)
+{
+    if (ch->asym_fences) {
+        atomic_signal_fence(memory_order_seq_cst);
+    } else {
+        atomic_thread_fence(memory_order_seq_cst);
+    }
+}
+
+static void
+fence_heavy(const sl_channel *ch)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+#if defined(__linux__) && defined(SYS_membarrier)
+    if (ch->asym_fences) {
+        // Registered in sl_channel_new; it cannot fail afterwards short of a kernel bug.
+        long err = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+        SL_ASSERT(err == 0);
+    }
+#endif
+}
 
 static uint32_t
 ring_size_for(uint32_t records)
@@ -158,6 +242,7 @@ sl_channel_new(const sl_channel_config *config, sl_channel **channel_out)
     ch->budget = config->budget;
     ch->drop_cb = config->drop_cb;
     ch->drop_user = config->drop_user;
+    ch->asym_fences = membarrier_ready();
     ch->seqs = (_Atomic uint64_t *)(ch->slots + ch->capacity);
     ch->enqueued_ns = (_Atomic int64_t *)(ch->seqs + ch->capacity);
     for (uint32_t i = 0; i < ch->capacity; i++) {
@@ -243,6 +328,47 @@ bytes_sum(const uint32_t *sizes, uint32_t count)
 // ---- SPSC ring
 // -----------------------------------------------------------------------------------
 
+// Writes count records into the contiguous slots [start, start + count); returns their bytes.
+static uint64_t
+spsc_fill(sl_channel *ch, uint32_t start, void *const *items, const uint32_t *sizes,
+          uint32_t count, int64_t now_ns)
+{
+    channel_slot *slots = ch->slots + start;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        slots[i].item = items[i];
+        slots[i].size_bytes = sizes[i];
+        sum += sizes[i];
+    }
+    // Every slot of the batch gets the batch's one timestamp (stats read the head's).
+    _Atomic int64_t *stamps = ch->enqueued_ns + start;
+    for (uint32_t i = 0; i < count; i++) {
+        atomic_store_explicit(&stamps[i], now_ns, memory_order_relaxed);
+    }
+    return sum;
+}
+
+// Copies count records out of the contiguous slots [start, start + count); returns their bytes.
+static uint64_t
+spsc_drain(const sl_channel *ch, uint32_t start, void **items, uint32_t *sizes, uint32_t count)
+{
+    const channel_slot *slots = ch->slots + start;
+    uint64_t sum = 0;
+    if (sizes == NULL) {
+        for (uint32_t i = 0; i < count; i++) {
+            items[i] = slots[i].item;
+            sum += slots[i].size_bytes;
+        }
+        return sum;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        items[i] = slots[i].item;
+        sizes[i] = slots[i].size_bytes;
+        sum += slots[i].size_bytes;
+    }
+    return sum;
+}
+
 static uint32_t
 spsc_try_push(sl_channel *ch, void *const *items, const uint32_t *sizes, uint32_t count,
               int64_t now_ns, channel_full_cause *cause)
@@ -278,18 +404,11 @@ spsc_try_push(sl_channel *ch, void *const *items, const uint32_t *sizes, uint32_
     if (n == 0) {
         return 0;
     }
-    sum = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        channel_slot *slot = &ch->slots[(tail + i) & ch->mask];
-        slot->item = items[i];
-        slot->size_bytes = sizes[i];
-        sum += sizes[i];
-    }
-    // Every slot of the batch gets the batch's one timestamp (stats read the head's).
-    for (uint32_t i = 0; i < n; i++) {
-        atomic_store_explicit(&ch->enqueued_ns[(tail + i) & ch->mask], now_ns,
-                              memory_order_relaxed);
-    }
+    // The batch lies in at most two contiguous runs of the ring: before and after the wrap.
+    uint32_t start = (uint32_t)(tail & ch->mask);
+    uint32_t first = SL_MIN(n, ch->capacity - start);
+    sum = spsc_fill(ch, start, items, sizes, first, now_ns) +
+          spsc_fill(ch, 0, items + first, sizes + first, n - first, now_ns);
     // bytes_in before tail: a consumer can only count out what was counted in.
     atomic_store_explicit(&ch->bytes_in, bytes_in + sum, memory_order_release);
     atomic_store_explicit(&ch->tail, tail + n, memory_order_release);
@@ -306,18 +425,14 @@ spsc_try_pop(sl_channel *ch, void **items, uint32_t *sizes, uint32_t max, uint64
         avail = ch->cached_tail - head;
     }
     uint32_t n = (uint32_t)SL_MIN((uint64_t)max, avail);
-    uint64_t sum = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const channel_slot *slot = &ch->slots[(head + i) & ch->mask];
-        items[i] = slot->item;
-        if (sizes != NULL) {
-            sizes[i] = slot->size_bytes;
-        }
-        sum += slot->size_bytes;
-    }
     if (n == 0) {
         return 0;
     }
+    uint32_t start = (uint32_t)(head & ch->mask);
+    uint32_t first = SL_MIN(n, ch->capacity - start);
+    uint32_t *sizes_rest = sizes != NULL ? sizes + first : NULL;
+    uint64_t sum = spsc_drain(ch, start, items, sizes, first) +
+                   spsc_drain(ch, 0, items + first, sizes_rest, n - first);
     uint64_t bytes_out = atomic_load_explicit(&ch->bytes_out, memory_order_relaxed);
     atomic_store_explicit(&ch->bytes_out, bytes_out + sum, memory_order_release);
     atomic_store_explicit(&ch->head, head + n, memory_order_release);
@@ -471,11 +586,26 @@ mpmc_try_pop(sl_channel *ch, void **items, uint32_t *sizes, uint32_t max, uint64
 // ---- dispatch
 // --------------------------------------------------------------------------------------
 
+// The enqueue stamp, read only by stats for the oldest record's age. The coarse clock (the time of
+// the last tick, never ahead of CLOCK_MONOTONIC) costs a quarter of the precise one, which was
+// 40% of a single-record push; the age it yields is too high by less than one tick (1-4 ms).
+static int64_t
+stamp_now_ns(void)
+{
+#if defined(CLOCK_MONOTONIC_COARSE)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#else
+    return sl_now_ns();
+#endif
+}
+
 static uint32_t
 ring_try_push(sl_channel *ch, void *const *items, const uint32_t *sizes, uint32_t count,
               channel_full_cause *cause)
 {
-    int64_t now_ns = sl_now_ns(); // one timestamp per batch
+    int64_t now_ns = stamp_now_ns(); // one timestamp per batch
     if (ch->seq_ring) {
         return mpmc_try_push(ch, items, sizes, count, now_ns, cause);
     }
@@ -562,7 +692,7 @@ notify_room(sl_channel *ch)
 static void
 wake_producers(sl_channel *ch)
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    fence_light(ch);
     if (atomic_load_explicit(&ch->producer_sleepers, memory_order_relaxed) != 0 &&
         atomic_load_explicit(&ch->producers_woken, memory_order_relaxed) == 0) {
         pthread_mutex_lock(&ch->mutex);
@@ -579,7 +709,7 @@ wake_producers(sl_channel *ch)
 static void
 wake_consumers(sl_channel *ch)
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    fence_light(ch);
     if (atomic_load_explicit(&ch->consumer_sleepers, memory_order_relaxed) != 0 &&
         atomic_load_explicit(&ch->consumers_woken, memory_order_relaxed) == 0) {
         pthread_mutex_lock(&ch->mutex);
@@ -618,7 +748,7 @@ static void
 arm_room(sl_channel *ch, channel_full_cause cause, uint64_t head_before, uint32_t size_bytes)
 {
     atomic_store(&ch->room_wanted, 1);
-    atomic_thread_fence(memory_order_seq_cst);
+    fence_heavy(ch);
     if (room_may_exist(ch, cause, head_before, size_bytes) &&
         atomic_exchange(&ch->room_wanted, 0) != 0) {
         notify_room(ch);
@@ -629,7 +759,7 @@ static void
 arm_data(sl_channel *ch)
 {
     atomic_store(&ch->data_wanted, 1);
-    atomic_thread_fence(memory_order_seq_cst);
+    fence_heavy(ch);
     if (data_may_exist(ch) && atomic_exchange(&ch->data_wanted, 0) != 0) {
         fd_signal(atomic_load_explicit(&ch->data_fd, memory_order_acquire));
     }
@@ -703,7 +833,7 @@ wait_room(sl_channel *ch, channel_full_cause cause, uint64_t head_before, uint32
     pthread_mutex_lock(&ch->mutex);
     atomic_fetch_add(&ch->producer_sleepers, 1);
     atomic_store(&ch->producers_woken, 0);
-    atomic_thread_fence(memory_order_seq_cst);
+    fence_heavy(ch);
     if (!room_may_exist(ch, cause, head_before, size_bytes)) {
         cond_wait_until(&ch->room_cond, &ch->mutex, until);
     }
@@ -717,7 +847,7 @@ wait_data(sl_channel *ch, int64_t deadline_ns)
     pthread_mutex_lock(&ch->mutex);
     atomic_fetch_add(&ch->consumer_sleepers, 1);
     atomic_store(&ch->consumers_woken, 0);
-    atomic_thread_fence(memory_order_seq_cst);
+    fence_heavy(ch);
     if (!data_may_exist(ch)) {
         cond_wait_until(&ch->data_cond, &ch->mutex, deadline_ns);
     }
@@ -806,6 +936,11 @@ push_on_full(sl_channel *ch, push_call *call, channel_full_cause cause, uint64_t
         if (call->evictions >= CHANNEL_EVICT_PASSES_PER_RECORD * (ch->capacity + call->count)) {
             return refuse(ch, SL_EBUSY, remaining, cause, head_before, size);
         }
+        if (call->evictions >= ch->capacity + call->count) {
+            // Other producers keep taking the room our evictions make (they run while we are
+            // between the eviction and the claim): let them finish before evicting again.
+            sched_yield();
+        }
         if (!evict_oldest(ch)) {
             // Nothing of ours to evict: the budget is held by others. Refuse, losslessly.
             return refuse(ch, SL_EFULL, remaining, cause, head_before, size);
@@ -835,12 +970,37 @@ check_sizes(const sl_channel *ch, const uint32_t *sizes, uint32_t count)
 {
     uint64_t max = ch->capacity_bytes != 0 ? SL_MIN(ch->capacity_bytes, SL_RECORD_SIZE_MAX)
                                            : SL_RECORD_SIZE_MAX;
+    // A max reduction rather than an early exit: the compiler vectorises it.
+    uint32_t largest = 0;
     for (uint32_t i = 0; i < count; i++) {
-        if (sizes[i] > max) {
-            return SL_ETOOBIG;
-        }
+        largest = SL_MAX(largest, sizes[i]);
     }
-    return SL_OK;
+    return largest > max ? SL_ETOOBIG : SL_OK;
+}
+
+// inflight brackets a push's closed check and its publish, so a consumer that sees the channel
+// closed with nothing in flight knows nothing more can arrive. The closed check must not be seen
+// before inflight is raised (a store-load order, paired with the fence_heavy in
+// closed_and_drained): the one SPSC producer stores and runs fence_light, many producers count.
+static void
+inflight_enter(sl_channel *ch)
+{
+    if (ch->kind == SL_CHANNEL_SPSC) {
+        atomic_store_explicit(&ch->inflight, 1, memory_order_relaxed);
+        fence_light(ch);
+    } else {
+        atomic_fetch_add(&ch->inflight, 1);
+    }
+}
+
+static void
+inflight_leave(sl_channel *ch)
+{
+    if (ch->kind == SL_CHANNEL_SPSC) {
+        atomic_store_explicit(&ch->inflight, 0, memory_order_release);
+    } else {
+        atomic_fetch_sub(&ch->inflight, 1);
+    }
 }
 
 int
@@ -859,12 +1019,13 @@ sl_channel_push_batch(sl_channel *ch, void *const *items, const uint32_t *sizes,
     // Bounded: each pass takes or drops a record, evicts one (capped), sleeps toward the deadline,
     // or returns.
     while (call.done < count) {
-        uint64_t head_before = atomic_load_explicit(&ch->head, memory_order_acquire);
-        // inflight brackets the closed check and the publish, so a consumer that sees the channel
-        // closed with nothing in flight knows nothing more can arrive.
-        atomic_fetch_add(&ch->inflight, 1);
+        // Only a budget refusal waits for "head moved"; reading head on every push would pull the
+        // consumer's cache line across cores each time.
+        uint64_t head_before =
+            ch->budget != NULL ? atomic_load_explicit(&ch->head, memory_order_acquire) : 0;
+        inflight_enter(ch);
         if (atomic_load(&ch->closed) != 0) {
-            atomic_fetch_sub(&ch->inflight, 1);
+            inflight_leave(ch);
             wake_consumers(ch);
             err = SL_ECLOSED;
             break;
@@ -872,7 +1033,7 @@ sl_channel_push_batch(sl_channel *ch, void *const *items, const uint32_t *sizes,
         channel_full_cause cause = CHANNEL_FULL_RING;
         uint32_t n =
             ring_try_push(ch, items + call.done, sizes + call.done, count - call.done, &cause);
-        atomic_fetch_sub(&ch->inflight, 1);
+        inflight_leave(ch);
         if (n > 0) {
             call.done += n;
             wake_consumers(ch);
@@ -905,7 +1066,12 @@ sl_channel_push(sl_channel *ch, void *item, uint32_t size_bytes, int64_t deadlin
 static bool
 closed_and_drained(sl_channel *ch)
 {
-    return atomic_load(&ch->closed) != 0 && atomic_load(&ch->inflight) == 0 && !ring_has_data(ch);
+    if (atomic_load(&ch->closed) == 0) {
+        return false;
+    }
+    // Pairs with inflight_enter: a push that has not raised inflight yet will see closed.
+    fence_heavy(ch);
+    return atomic_load(&ch->inflight) == 0 && !ring_has_data(ch);
 }
 
 int

@@ -1,6 +1,7 @@
 // Bounded channels under contention: N producers x M consumers deliver every record exactly once
 // and in order per producer, lossy policies account for every record, blocking and close wake the
-// right threads, and room signalling lets an event-loop producer wait instead of retrying.
+// right threads, and room signalling lets an event-loop producer wait instead of retrying; all of
+// it with asymmetric (membarrier) fences and again with plain fences.
 // ctest-labels: concurrent
 #include "support/test_util.h"
 
@@ -535,6 +536,135 @@ test_channel_room_fd_lets_event_loop_producer_wait(void **state)
     }
 }
 
+// ---- wake-ups across both fence protocols ------------------------------------------------------
+
+#define PING_RECORDS  2000u
+#define PING_NAP_US   200u
+#define PING_WAIT_MS  20000
+
+typedef struct ping {
+    sl_channel *ch;
+    bool slow_consumer; // else a slow producer
+    uint64_t seed;
+    _Atomic uint32_t failures;
+} ping;
+
+static void
+nap_us(uint64_t *rng, uint32_t max_us)
+{
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(sl_test_rand(rng) % max_us) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static void *
+ping_producer_main(void *p)
+{
+    ping *g = p;
+    uint64_t rng = g->seed;
+    // Bounded: PING_RECORDS pushes, each with a generous deadline.
+    for (uint32_t seq = 0; seq < PING_RECORDS; seq++) {
+        if (!g->slow_consumer && sl_test_rand(&rng) % 4 == 0) {
+            nap_us(&rng, PING_NAP_US); // lets the consumer spin out and go to sleep
+        }
+        if (sl_channel_push(g->ch, item_make(0, seq), 1, sl_deadline_after_ms(PING_WAIT_MS)) !=
+            SL_OK) {
+            atomic_fetch_add(&g->failures, 1);
+        }
+    }
+    sl_channel_close(g->ch);
+    return NULL;
+}
+
+// Producer and consumer alternate between bursts and naps, so each side keeps going to sleep on
+// an empty (or full) channel and must be woken by the other's fast path, which runs no fence of its
+// own with membarrier. A lost wake-up shows as SL_ETIMEDOUT after PING_WAIT_MS.
+static void
+ping_pong(sl_channel_kind kind, bool slow_consumer)
+{
+    ping g = {.slow_consumer = slow_consumer, .seed = sl_test_seed()};
+    sl_channel_config cfg = {.name = "ping", .kind = kind, .capacity_records = 2};
+    assert_int_equal(sl_channel_new(&cfg, &g.ch), SL_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, ping_producer_main, &g), 0);
+    uint64_t rng = g.seed ^ 0x5bd1e995u;
+    uint32_t next = 0;
+    // Bounded: the producer pushes PING_RECORDS and closes.
+    for (;;) {
+        if (slow_consumer && sl_test_rand(&rng) % 4 == 0) {
+            nap_us(&rng, PING_NAP_US); // lets the producer fill the channel and go to sleep
+        }
+        void *item = NULL;
+        int err = sl_channel_pop(g.ch, &item, NULL, sl_deadline_after_ms(PING_WAIT_MS));
+        if (err == SL_ECLOSED) {
+            break;
+        }
+        assert_int_equal(err, SL_OK);
+        assert_int_equal(item_seq(item), next);
+        next++;
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(next, PING_RECORDS);
+    assert_int_equal(atomic_load(&g.failures), 0);
+    sl_channel_stats st;
+    sl_channel_stats_get(g.ch, &st);
+    // The naps made the other side wait: the sleeping path really ran.
+    assert_true(slow_consumer ? st.blocked_ns_total > 0 : st.blocked_pops_ns_total > 0);
+    sl_channel_free(g.ch);
+}
+
+static void
+test_channel_sleeping_sides_are_always_woken(void **state)
+{
+    (void)state;
+    ping_pong(SL_CHANNEL_SPSC, false);
+    ping_pong(SL_CHANNEL_SPSC, true);
+    ping_pong(SL_CHANNEL_MPMC, false);
+    ping_pong(SL_CHANNEL_MPMC, true);
+}
+
+// The switch decides for channels created after it; channels keep the mode they were born with.
+static void
+test_channel_fence_mode_follows_the_switch(void **state)
+{
+    (void)state;
+    sl_channel_config cfg = {.name = "f", .capacity_records = 4};
+    sl_channel *plain = NULL;
+    sl__channel_set_asym_fences(false);
+    assert_int_equal(sl_channel_new(&cfg, &plain), SL_OK);
+    assert_false(sl__channel_asym_fences(plain));
+    sl__channel_set_asym_fences(true);
+    sl_channel *fast = NULL;
+    assert_int_equal(sl_channel_new(&cfg, &fast), SL_OK);
+    assert_false(sl__channel_asym_fences(plain));
+    // Whether membarrier is offered depends on the kernel (and seccomp); both modes must work.
+    void *item = NULL;
+    assert_int_equal(sl_channel_push(fast, item_make(0, 1), 1, SL_DEADLINE_NOW), SL_OK);
+    assert_int_equal(sl_channel_pop(fast, &item, NULL, SL_DEADLINE_NOW), SL_OK);
+    assert_int_equal(sl_channel_pop(fast, &item, NULL, SL_DEADLINE_NOW), SL_EAGAIN);
+    sl_channel_free(fast);
+    sl_channel_free(plain);
+}
+
+static int
+plain_fences_setup(void **state)
+{
+    (void)state;
+    sl__channel_set_asym_fences(false);
+    return 0;
+}
+
+static int
+plain_fences_teardown(void **state)
+{
+    (void)state;
+    sl__channel_set_asym_fences(true);
+    return 0;
+}
+
+// The same test once more with plain seq_cst fences on both sides (the fallback protocol).
+#define PLAIN_FENCES(fn)                                                                           \
+    {#fn " (plain fences)", fn, plain_fences_setup, plain_fences_teardown, NULL}
+
 int
 main(void)
 {
@@ -548,6 +678,15 @@ main(void)
         cmocka_unit_test(test_channel_close_wakes_blocked_producer_and_consumer),
         cmocka_unit_test(test_channel_close_during_traffic_strands_nothing),
         cmocka_unit_test(test_channel_room_fd_lets_event_loop_producer_wait),
+        cmocka_unit_test(test_channel_sleeping_sides_are_always_woken),
+        cmocka_unit_test(test_channel_fence_mode_follows_the_switch),
+        PLAIN_FENCES(test_channel_spsc_exactly_once_in_order),
+        PLAIN_FENCES(test_channel_mpmc_exactly_once),
+        PLAIN_FENCES(test_channel_blocked_producer_wakes_on_pop_and_is_accounted),
+        PLAIN_FENCES(test_channel_close_wakes_blocked_producer_and_consumer),
+        PLAIN_FENCES(test_channel_close_during_traffic_strands_nothing),
+        PLAIN_FENCES(test_channel_room_fd_lets_event_loop_producer_wait),
+        PLAIN_FENCES(test_channel_sleeping_sides_are_always_woken),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

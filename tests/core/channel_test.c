@@ -519,6 +519,58 @@ test_channel_wraps_many_laps(void **state)
     }
 }
 
+// Batches that straddle the end of the ring keep order, sizes and byte counts, with and without
+// a sizes array on the pop side (the ring copies a batch in two contiguous runs).
+static void
+test_channel_batches_straddle_the_wrap(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < SL_ARRAY_LEN(KINDS); k++) {
+        sl_channel *ch = channel_make(KINDS[k], 8, 0, SL_FULL_REJECT, NULL);
+        uintptr_t next_in = 0;
+        uintptr_t next_out = 0;
+        uint64_t bytes_in = 0;
+        uint64_t bytes_out = 0;
+        for (int round = 0; round < 200; round++) {
+            void *items[5];
+            uint32_t sizes[5];
+            uint32_t count = 5;
+            for (uint32_t i = 0; i < count; i++) {
+                items[i] = item_of(next_in + i);
+                sizes[i] = (uint32_t)((next_in + i) % 7);
+            }
+            uint32_t pushed = 0;
+            int err = sl_channel_push_batch(ch, items, sizes, count, &pushed, SL_DEADLINE_NOW);
+            assert_true(err == SL_OK || err == SL_EFULL);
+            for (uint32_t i = 0; i < pushed; i++) {
+                bytes_in += sizes[i];
+            }
+            next_in += pushed;
+            void *out[3];
+            uint32_t out_sizes[3];
+            uint32_t popped = 0;
+            bool with_sizes = round % 2 == 0;
+            assert_int_equal(sl_channel_pop_batch(ch, out, with_sizes ? out_sizes : NULL, 3,
+                                                  &popped, SL_DEADLINE_NOW),
+                             SL_OK);
+            for (uint32_t i = 0; i < popped; i++) {
+                assert_int_equal(value_of(out[i]), next_out);
+                if (with_sizes) {
+                    assert_int_equal(out_sizes[i], next_out % 7);
+                }
+                bytes_out += next_out % 7;
+                next_out++;
+            }
+            sl_channel_stats st;
+            sl_channel_stats_get(ch, &st);
+            assert_int_equal(st.depth_records, next_in - next_out);
+            assert_int_equal(st.depth_bytes, bytes_in - bytes_out);
+            assert_true(sl__channel_check(ch));
+        }
+        sl_channel_free(ch);
+    }
+}
+
 int
 main(void)
 {
@@ -540,6 +592,7 @@ main(void)
         cmocka_unit_test(test_channel_oldest_age_tracks_head),
         cmocka_unit_test(test_channel_free_hands_leftovers_to_drop_cb),
         cmocka_unit_test(test_channel_wraps_many_laps),
+        cmocka_unit_test(test_channel_batches_straddle_the_wrap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
