@@ -26,8 +26,8 @@
 
 typedef struct run_result {
     const char *name;
-    double produce_s;  // first send to last ack
-    double e2e_s;      // first send to last consume
+    double produce_s; // first send to last ack
+    double e2e_s;     // first send to last consume
     uint64_t consumed;
     sl_histogram_summary latency; // ns
     long broker_rss_kb;
@@ -347,8 +347,8 @@ main(int argc, char **argv)
     }
     run_result runs[2];
     memset(runs, 0, sizeof(runs));
-    int ok = run_one("acks=memory (fsync interval)", "interval", SL_ACKS_MEMORY, count, size,
-                     &runs[0]);
+    int ok =
+        run_one("acks=memory (fsync interval)", "interval", SL_ACKS_MEMORY, count, size, &runs[0]);
     ok |= run_one("acks=fsync (fsync always)", "always", SL_ACKS_FSYNC, count, size, &runs[1]);
     // Per record on the wire: the value, the 28-byte record header, and the batch header shared.
     uint64_t wire_bytes = count * (uint64_t)(size + 28);
@@ -363,10 +363,9 @@ main(int argc, char **argv)
         double rate = r->e2e_s > 0 ? (double)r->consumed / r->e2e_s : 0;
         printf("| %s | %.0f | %.1f | %.0f | %.1f / %.1f / %.1f | %.1f MiB | %llu ms | %.2f |\n",
                r->name, rate, rate * size / 1e6,
-               r->produce_s > 0 ? (double)count / r->produce_s : 0,
-               (double)r->latency.p50 / 1e6, (double)r->latency.p99 / 1e6,
-               (double)r->latency.max / 1e6, (double)r->broker_rss_kb / 1024.0,
-               (unsigned long long)r->producer_blocked_ms,
+               r->produce_s > 0 ? (double)count / r->produce_s : 0, (double)r->latency.p50 / 1e6,
+               (double)r->latency.p99 / 1e6, (double)r->latency.max / 1e6,
+               (double)r->broker_rss_kb / 1024.0, (unsigned long long)r->producer_blocked_ms,
                tcp_s > 0 && r->e2e_s > 0 ? tcp_s / r->e2e_s : 0);
     }
     printf("| baseline: raw loopback TCP, same bytes | %.0f | %.1f | | | | | 1.00 |\n",

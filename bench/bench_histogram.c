@@ -63,7 +63,9 @@ run(void *(*fn)(void *), uint32_t thread_count, uint64_t records, sl_histogram *
         bench_arg args[THREADS_MAX];
         int64_t start = sl_now_ns();
         for (uint32_t t = 0; t < thread_count; t++) {
-            args[t] = (bench_arg){.h = h, .counter = counter, .records = records,
+            args[t] = (bench_arg){.h = h,
+                                  .counter = counter,
+                                  .records = records,
                                   .seed = 0x9e3779b97f4a7c15ull * (t + 1)};
             if (pthread_create(&threads[t], NULL, fn, &args[t]) != 0) {
                 abort();

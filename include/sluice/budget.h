@@ -12,9 +12,9 @@
 typedef struct sl_budget sl_budget;
 
 typedef struct sl_budget_config {
-    const char *name;           // borrowed; copied (truncated to SL_NAME_MAX - 1)
-    uint64_t capacity_bytes;    // > 0: hard cap on reserved bytes
-    uint64_t capacity_records;  // 0: no record cap; else hard cap on reserved records
+    const char *name;            // borrowed; copied (truncated to SL_NAME_MAX - 1)
+    uint64_t capacity_bytes;     // > 0: hard cap on reserved bytes
+    uint64_t capacity_records;   // 0: no record cap; else hard cap on reserved records
     uint32_t high_watermark_pct; // 0 picks SL_WATERMARK_HIGH_PCT_DEFAULT; 1..100
     uint32_t low_watermark_pct;  // 0 picks SL_WATERMARK_LOW_PCT_DEFAULT; < high
 } sl_budget_config;
@@ -29,12 +29,12 @@ typedef struct sl_budget_stats {
     uint64_t capacity_records;
     uint64_t used_bytes;
     uint64_t used_records;
-    uint64_t peak_bytes;        // highest used_bytes since creation
-    uint64_t reserve_total;     // successful reservations
-    uint64_t full_total;        // reservations refused with SL_EFULL (here or at an ancestor)
-    uint64_t pressured_total;   // times the budget crossed its high watermark
+    uint64_t peak_bytes;      // highest used_bytes since creation
+    uint64_t reserve_total;   // successful reservations
+    uint64_t full_total;      // reservations refused with SL_EFULL (here or at an ancestor)
+    uint64_t pressured_total; // times the budget crossed its high watermark
     bool pressured;
-    double fill_ratio;          // max(bytes fill, records fill), 0..1
+    double fill_ratio; // max(bytes fill, records fill), 0..1
 } sl_budget_stats;
 
 // Creates a budget. parent (borrowed, may be NULL) must outlive it. Returns SL_EINVAL for a zero

@@ -16,7 +16,7 @@
 #define SL_HISTOGRAM_RANGE_LOG2 42u
 
 // 2 * 128 exact buckets for 0..255, then 128 per power of two from 2^8 to 2^41.
-#define SL_HISTOGRAM_BUCKET_COUNT                                                                  \
+#define SL_HISTOGRAM_BUCKET_COUNT \
     (2u * SL_HISTOGRAM_SUB_BUCKETS + (SL_HISTOGRAM_RANGE_LOG2 - 8u) * SL_HISTOGRAM_SUB_BUCKETS)
 
 typedef struct sl_histogram sl_histogram;

@@ -93,10 +93,10 @@ typedef enum sl_time_state {
 typedef struct sl_timeacct sl_timeacct;
 
 typedef struct sl_timeacct_stats {
-    sl_time_state state;                       // the current state
-    uint32_t ms_per_s[SL_TIME_STATE_COUNT];    // last completed window; sums to 1000 exactly
-    uint64_t total_ns[SL_TIME_STATE_COUNT];    // since creation, up to the read time
-    uint64_t windows_completed;                // 0: ms_per_s is all zero (no window yet)
+    sl_time_state state;                    // the current state
+    uint32_t ms_per_s[SL_TIME_STATE_COUNT]; // last completed window; sums to 1000 exactly
+    uint64_t total_ns[SL_TIME_STATE_COUNT]; // since creation, up to the read time
+    uint64_t windows_completed;             // 0: ms_per_s is all zero (no window yet)
 } sl_timeacct_stats;
 
 // Creates a time account in initial_state at now_ns (any monotonic nanosecond clock, the same
@@ -222,8 +222,7 @@ SL_API uint32_t sl_metrics_series_count(sl_metrics_registry *registry);
 // bytes written (without the NUL), or SL_EFULL with *length_out = the buffer size needed
 // (including the NUL) and buf holding a truncated, NUL-terminated prefix. Thread-safe.
 SL_API SL_MUST_USE int sl_metrics_encode_prometheus(sl_metrics_registry *registry, int64_t now_ns,
-                                                    char *buf, size_t buf_size,
-                                                    size_t *length_out);
+                                                    char *buf, size_t buf_size, size_t *length_out);
 
 // As sl_metrics_encode_prometheus, but one JSON document (format in docs/api/metrics.md).
 SL_API SL_MUST_USE int sl_metrics_encode_json(sl_metrics_registry *registry, int64_t now_ns,

@@ -19,8 +19,8 @@
 #include "core/util.h"
 
 #define CONTENT_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
-#define CONTENT_JSON "application/json"
-#define CONTENT_TEXT "text/plain; charset=utf-8"
+#define CONTENT_JSON       "application/json"
+#define CONTENT_TEXT       "text/plain; charset=utf-8"
 
 // Where the one request slot is: the HTTP thread moves IDLE -> QUEUED and DONE -> IDLE, the loop
 // QUEUED -> RENDERING -> DONE. Whoever holds the buffer is named by the state, so the buffer
@@ -107,8 +107,8 @@ render_registry(sl_admin *a, sl_admin_page page)
     sl_metrics_registry *reg = NULL;
     uint64_t dropped = 0;
     a->counters.scrapes++;
-    int rc = sl_broker_metrics_build(b, &a->counters, a->values, SL_ADMIN_SERIES_MAX, &reg,
-                                     &dropped);
+    int rc =
+        sl_broker_metrics_build(b, &a->counters, a->values, SL_ADMIN_SERIES_MAX, &reg, &dropped);
     a->counters.series_dropped = dropped;
     if (rc != SL_OK) {
         set_text(a, 500, "cannot build the metrics: out of memory\n");
@@ -191,7 +191,8 @@ on_admin_async(uv_async_t *h)
     pthread_mutex_unlock(&a->mutex);
 }
 
-// ---- the HTTP thread -----------------------------------------------------------------------------
+// ---- the HTTP thread
+// -----------------------------------------------------------------------------
 
 static struct timespec
 deadline_after_ms(int ms)
@@ -368,13 +369,12 @@ sl_admin_open(sl_broker *b, char *err, size_t err_size)
     a->async_open = true;
     uv_unref((uv_handle_t *)&a->async);
     b->admin = a;
-    a->daemon = MHD_start_daemon(flags, cfg->admin_port, NULL, NULL, on_request, a,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)SL_ADMIN_CONNECTIONS_MAX,
-                                 MHD_OPTION_CONNECTION_TIMEOUT,
-                                 (unsigned)SL_ADMIN_CONNECTION_TIMEOUT_S,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                                 (size_t)SL_ADMIN_CONNECTION_MEMORY_BYTES, MHD_OPTION_END);
+    a->daemon = MHD_start_daemon(
+        flags, cfg->admin_port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)SL_ADMIN_CONNECTIONS_MAX,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SL_ADMIN_CONNECTION_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SL_ADMIN_CONNECTION_MEMORY_BYTES,
+        MHD_OPTION_END);
     if (a->daemon == NULL) {
         snprintf(err, err_size, "admin: cannot serve HTTP on %s:%u (address in use?)",
                  cfg->admin_host, cfg->admin_port);

@@ -24,7 +24,7 @@ typedef struct sl_broker sl_broker;
 // The response buffer starts at this size and grows up to SL_ADMIN_RESPONSE_BYTES_MAX; a
 // response that does not fit the cap is a 500 that says so.
 #define SL_ADMIN_RESPONSE_BYTES_INITIAL (64u * 1024u)
-#define SL_ADMIN_RESPONSE_BYTES_MAX (8u * 1024u * 1024u)
+#define SL_ADMIN_RESPONSE_BYTES_MAX     (8u * 1024u * 1024u)
 // Series one scrape's registry may hold; beyond it series are left out and counted in
 // sluice_admin_series_dropped.
 #define SL_ADMIN_SERIES_MAX 32768u
@@ -51,10 +51,10 @@ uint16_t sl_admin_port(const sl_broker *b);
 
 // Counters of the admin endpoint itself, exported with the broker's metrics.
 typedef struct sl_admin_counters {
-    uint64_t scrapes;          // /metrics and /stats renders
-    uint64_t timeouts;         // requests answered 503 because the loop did not answer in time
-    uint64_t too_large;        // responses refused because they exceeded the cap
-    uint64_t series_dropped;   // series left out of the last scrape (SL_ADMIN_SERIES_MAX)
+    uint64_t scrapes;        // /metrics and /stats renders
+    uint64_t timeouts;       // requests answered 503 because the loop did not answer in time
+    uint64_t too_large;      // responses refused because they exceeded the cap
+    uint64_t series_dropped; // series left out of the last scrape (SL_ADMIN_SERIES_MAX)
 } sl_admin_counters;
 
 // Builds a registry holding every broker metric as of now: fresh per scrape, so topics and

@@ -56,10 +56,10 @@ typedef struct sl_admission_config {
 typedef struct sl_admission_decision {
     sl_admission_level level;
     sl_admission_reason reason; // the most constraining budget, NONE below shrink_from_pct
-    double pressure;           // max over constraints of used / capacity
-    uint64_t window_bytes;     // credit the stream may have outstanding; 0 when throttled
-    int64_t ack_delay_ms;      // 0 unless DELAY_ACKS
-    int64_t retry_after_ms;    // > 0 only when THROTTLE
+    double pressure;            // max over constraints of used / capacity
+    uint64_t window_bytes;      // credit the stream may have outstanding; 0 when throttled
+    int64_t ack_delay_ms;       // 0 unless DELAY_ACKS
+    int64_t retry_after_ms;     // > 0 only when THROTTLE
 } sl_admission_decision;
 
 // Defaults: shrink from 80 %, delay acks from 95 %, windows 64 KiB..16 MiB, ack delay up to

@@ -116,13 +116,13 @@ struct sl_topic {
     sl_budget *memory;        // child of the broker's memory budget: this topic's allowance
     sl_budget *disk;          // child of the broker's disk budget
     sl_broker *broker;
-    uint32_t rr_next;         // round-robin partition for OPEN_PRODUCE(any)
-    uint32_t producer_count;  // open producer streams
-    uint32_t refs;            // streams and in-flight requests holding the topic
-    bool deleted;             // deleted while referenced: freed when refs reach 0
-    sl_rate drain_bytes;      // delivered bytes/s over all partitions
+    uint32_t rr_next;        // round-robin partition for OPEN_PRODUCE(any)
+    uint32_t producer_count; // open producer streams
+    uint32_t refs;           // streams and in-flight requests holding the topic
+    bool deleted;            // deleted while referenced: freed when refs reach 0
+    sl_rate drain_bytes;     // delivered bytes/s over all partitions
     sl_topic_stats stats;
-    sl_topic *next;           // registry list
+    sl_topic *next; // registry list
 };
 
 typedef enum sl_stream_state {
@@ -140,30 +140,30 @@ struct sl_stream {
     sl_stream *part_next; // the partition's consumer list
     // Produce side.
     uint64_t producer_id;
-    uint32_t next_seq;            // next sequence expected from the producer
-    uint32_t acked_seq;           // seq_end of the last ACK sent
-    uint8_t acks;                 // durability of the last PRODUCE
-    uint64_t granted_total;       // cumulative credit sent (CREDIT frames)
-    uint64_t received_total;      // PRODUCE frame bytes received; <= granted_total
-    uint64_t credit_reserved;     // budget held for granted - received (== their difference)
+    uint32_t next_seq;        // next sequence expected from the producer
+    uint32_t acked_seq;       // seq_end of the last ACK sent
+    uint8_t acks;             // durability of the last PRODUCE
+    uint64_t granted_total;   // cumulative credit sent (CREDIT frames)
+    uint64_t received_total;  // PRODUCE frame bytes received; <= granted_total
+    uint64_t credit_reserved; // budget held for granted - received (== their difference)
     uint64_t acked_last_offset;
     sl_rate accepted_bytes;
     sl_admission_decision decision;
-    int64_t throttle_sent_ns;     // last THROTTLE sent (throttles repeat at their retry-after)
-    int64_t last_frame_ns;        // last PRODUCE received (or the open)
-    uint64_t frame_max_seen;      // largest PRODUCE frame received on this stream
-    uint64_t fair_cap;            // max-min fair share of the topic's credit (set on the tick)
-    int64_t ack_hold_until_ns;    // held ACKs go out at this time
+    int64_t throttle_sent_ns;  // last THROTTLE sent (throttles repeat at their retry-after)
+    int64_t last_frame_ns;     // last PRODUCE received (or the open)
+    uint64_t frame_max_seen;   // largest PRODUCE frame received on this stream
+    uint64_t fair_cap;         // max-min fair share of the topic's credit (set on the tick)
+    int64_t ack_hold_until_ns; // held ACKs go out at this time
     sl_pending_ack pending_acks[SL_BROKER_PENDING_ACKS];
     uint32_t pending_ack_head;
     uint32_t pending_ack_count;
     // Consume side.
-    uint64_t position;        // next offset to deliver
-    uint64_t committed;       // cumulative COMMIT
-    uint64_t demand_records;  // outstanding REQUEST records (saturating)
+    uint64_t position;       // next offset to deliver
+    uint64_t committed;      // cumulative COMMIT
+    uint64_t demand_records; // outstanding REQUEST records (saturating)
     uint64_t demand_bytes;
     uint64_t delivered_records;
-    bool waiting_data;        // parked until the partition grows
+    bool waiting_data; // parked until the partition grows
 };
 
 // A write in flight on a connection; freed in its callback.
@@ -182,23 +182,23 @@ struct sl_conn {
     char peer[64];
     bool hello_done;
     bool closing;
-    bool reading;               // uv_read_start active
-    bool over_credit;           // stopped reading: peer sent beyond its credit
-    uint32_t max_frame;         // negotiated
-    uint32_t heartbeat_ms;      // negotiated
+    bool reading;          // uv_read_start active
+    bool over_credit;      // stopped reading: peer sent beyond its credit
+    uint32_t max_frame;    // negotiated
+    uint32_t heartbeat_ms; // negotiated
     int64_t last_recv_ns;
     int64_t over_credit_since_ns;
-    bool read_paused;           // a frame waits for budget; the tick retries it
-    uint8_t *rbuf;              // SL_BROKER_READ_BUFFER_BYTES, or a larger frame buffer
+    bool read_paused; // a frame waits for budget; the tick retries it
+    uint8_t *rbuf;    // SL_BROKER_READ_BUFFER_BYTES, or a larger frame buffer
     size_t rbuf_cap;
     size_t rbuf_len;
-    size_t rbuf_charged;        // bytes of rbuf charged to the connection budget
-    sl_budget *budget;          // per-connection allowance: read buffers and queued writes
-    size_t write_queued_bytes;  // bytes in uv_write requests not completed
+    size_t rbuf_charged;       // bytes of rbuf charged to the connection budget
+    sl_budget *budget;         // per-connection allowance: read buffers and queued writes
+    size_t write_queued_bytes; // bytes in uv_write requests not completed
     uint32_t stream_count;
     sl_stream *streams;
-    uint32_t refs;              // in-flight storage requests and the handle itself
-    sl_conn *next;              // broker's connection list
+    uint32_t refs; // in-flight storage requests and the handle itself
+    sl_conn *next; // broker's connection list
     sl_conn *prev;
 };
 
@@ -206,7 +206,7 @@ struct sl_conn {
 typedef struct sl_store_req {
     struct sl_store_req *next;
     sl_partition *part;
-    sl_conn *conn;        // referenced (conn->refs) until the completion is handled
+    sl_conn *conn; // referenced (conn->refs) until the completion is handled
     uint32_t stream_id;
     uint64_t producer_id;
     uint32_t first_seq;
@@ -218,8 +218,8 @@ typedef struct sl_store_req {
     uint64_t end_offset;  // one past the last record
     uint64_t charged;     // bytes reserved on the topic budget for this request
     size_t batch_count;
-    size_t size;          // bytes of data
-    uint8_t data[];       // the batches back to back
+    size_t size;    // bytes of data
+    uint8_t data[]; // the batches back to back
 } sl_store_req;
 
 typedef struct sl_storage {
@@ -234,7 +234,7 @@ typedef struct sl_storage {
     bool started;
     bool initialized;
     sl_fsync_policy fsync_policy;
-    uv_async_t *wake_loop; // signalled when completions are ready
+    uv_async_t *wake_loop;    // signalled when completions are ready
     _Atomic uint64_t flushes; // written by the storage thread, read by STATS on the loop
     _Atomic uint64_t appends;
     // Measured latencies (EWMA, ns) of one group's appends and of one flush: the commit part of
@@ -285,7 +285,8 @@ struct sl_broker {
 int sl_broker_open(sl_broker *b, const sl_broker_config *config, char *err, size_t err_size);
 int sl_broker_run(sl_broker *b);
 void sl_broker_close(sl_broker *b);
-void sl_broker_log(sl_broker *b, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void sl_broker_log(sl_broker *b, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 // Queues a frame already encoded in w->data; frees w on completion. Charged to the conn budget.
 void sl_conn_write(sl_conn *c, sl_write *w);
 // Allocates a write buffer of size bytes, charged to the connection budget; NULL when full.

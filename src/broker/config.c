@@ -15,7 +15,7 @@
 #include "core/util.h"
 
 typedef enum key_type {
-    KEY_ENDPOINT,     // host + port pair (the offset is the host; the port follows by field)
+    KEY_ENDPOINT, // host + port pair (the offset is the host; the port follows by field)
     KEY_PATH,
     KEY_SIZE,
     KEY_DURATION,
@@ -75,8 +75,8 @@ static const key_def KEYS[] = {
     {"topic_segment_bytes", KEY_SIZE, FIELD(topic.segment_bytes), 0, "log segment size"},
 };
 
-static int
-fail(char *err, size_t err_size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int
 fail(char *err, size_t err_size, const char *fmt, ...)
@@ -284,15 +284,14 @@ sl_broker_config_load(sl_broker_config *c, const char *path, char *err, size_t e
 static void
 print_help(FILE *out)
 {
-    fprintf(out,
-            "usage: sluiced [--config FILE] [--SETTING VALUE ...]\n\n"
-            "The sluice broker. With no arguments it listens on 127.0.0.1:7420, serves admin\n"
-            "HTTP on 127.0.0.1:7421 and keeps its data in ./data: nothing else to run.\n\n"
-            "  --config FILE     read settings from FILE ('key = value' lines, # comments);\n"
-            "                    flags given on the command line override it\n"
-            "  --print-config    print the effective settings and exit\n"
-            "  --help, --version\n\n"
-            "Settings (as --flag or as a config file key with underscores):\n");
+    fprintf(out, "usage: sluiced [--config FILE] [--SETTING VALUE ...]\n\n"
+                 "The sluice broker. With no arguments it listens on 127.0.0.1:7420, serves admin\n"
+                 "HTTP on 127.0.0.1:7421 and keeps its data in ./data: nothing else to run.\n\n"
+                 "  --config FILE     read settings from FILE ('key = value' lines, # comments);\n"
+                 "                    flags given on the command line override it\n"
+                 "  --print-config    print the effective settings and exit\n"
+                 "  --help, --version\n\n"
+                 "Settings (as --flag or as a config file key with underscores):\n");
     for (size_t i = 0; i < SL_ARRAY_LEN(KEYS); i++) {
         char flag[64];
         size_t n = strlen(KEYS[i].name);

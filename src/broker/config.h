@@ -51,8 +51,8 @@ typedef struct sl_broker_config {
     uint32_t max_streams_per_connection;
     uint64_t connection_buffer_bytes; // per-connection receive/send allowance
     int64_t heartbeat_ms;             // a peer silent for 3x this is disconnected
-    int64_t credit_grace_ms; // a peer sending beyond its credit is disconnected after this
-    int log_level;           // 0 error, 1 warn, 2 info, 3 debug
+    int64_t credit_grace_ms;          // a peer sending beyond its credit is disconnected after this
+    int log_level;                    // 0 error, 1 warn, 2 info, 3 debug
     sl_topic_defaults topic;
 } sl_broker_config;
 

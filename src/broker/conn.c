@@ -22,9 +22,8 @@ void sl_conn_shrink_rbuf(sl_conn *c);
 // Encodes one frame into a fresh write of cap bytes (charged to the connection's send allowance)
 // and queues it. SL_EFULL when the allowance is full; the caller decides whether that matters.
 static int
-conn_encode(sl_conn *c, size_t cap, int (*encode)(sl_write *w, size_t cap, const void *arg,
-                                                   size_t *len),
-            const void *arg)
+conn_encode(sl_conn *c, size_t cap,
+            int (*encode)(sl_write *w, size_t cap, const void *arg, size_t *len), const void *arg)
 {
     sl_write *w = sl_conn_write_alloc(c, cap);
     if (w == NULL) {
@@ -234,8 +233,9 @@ on_open_produce(sl_conn *c, uint32_t id, const sl_proto_open_produce *o)
     if (part == SL_PROTO_PARTITION_ANY) {
         part = t->rr_next++ % t->config.partition_count;
     } else if (part >= t->config.partition_count) {
-        sl_conn_send_error(c, id, SL_ERANGE, 0, 0, "topic %s has %" PRIu32 " partitions, not %" PRIu32,
-                           t->name, t->config.partition_count, part + 1);
+        sl_conn_send_error(c, id, SL_ERANGE, 0, 0,
+                           "topic %s has %" PRIu32 " partitions, not %" PRIu32, t->name,
+                           t->config.partition_count, part + 1);
         return;
     }
     sl_stream *s = stream_open(c, id, SL_STREAM_PRODUCE, t);
@@ -273,8 +273,9 @@ on_open_consume(sl_conn *c, uint32_t id, const sl_proto_open_consume *o)
         return;
     }
     if (o->partition >= t->config.partition_count) {
-        sl_conn_send_error(c, id, SL_ERANGE, 0, 0, "topic %s has %" PRIu32 " partitions, not %" PRIu32,
-                           t->name, t->config.partition_count, o->partition + 1);
+        sl_conn_send_error(c, id, SL_ERANGE, 0, 0,
+                           "topic %s has %" PRIu32 " partitions, not %" PRIu32, t->name,
+                           t->config.partition_count, o->partition + 1);
         return;
     }
     sl_partition *p = &t->partitions[o->partition];
@@ -344,8 +345,7 @@ on_create_topic(sl_conn *c, const sl_proto_create_topic *ct)
     if (cfg.max_lag_ms == 0) {
         cfg.max_lag_ms = (uint32_t)c->broker->config.topic.max_lag_ms;
     }
-    int rc = sl_topic_create(c->broker, ct->topic.data, ct->topic.size, &cfg, &t, err,
-                             sizeof(err));
+    int rc = sl_topic_create(c->broker, ct->topic.data, ct->topic.size, &cfg, &t, err, sizeof(err));
     admin_reply(c, ct->correlation_id, rc, rc == SL_OK ? "created" : err);
 }
 
@@ -471,14 +471,14 @@ encode_stats(sl_write *w, size_t cap, const void *arg, size_t *len)
     return sl_proto_encode_stats_result(w->data, cap, arg, len);
 }
 
-#define STAT(n, v)                                                                                 \
-    do {                                                                                           \
-        if (count < SL_ARRAY_LEN(stats)) {                                                         \
-            stats[count].name.data = (n);                                                          \
-            stats[count].name.size = (uint16_t)strlen(n);                                          \
-            stats[count].value = (v);                                                              \
-            count++;                                                                               \
-        }                                                                                          \
+#define STAT(n, v)                                        \
+    do {                                                  \
+        if (count < SL_ARRAY_LEN(stats)) {                \
+            stats[count].name.data = (n);                 \
+            stats[count].name.size = (uint16_t)strlen(n); \
+            stats[count].value = (v);                     \
+            count++;                                      \
+        }                                                 \
     } while (0)
 
 static void
@@ -546,9 +546,8 @@ on_stats(sl_conn *c, const sl_proto_topic_request *r)
         STAT("append_failures", t->stats.append_failures);
         STAT("producers", t->producer_count);
     }
-    sl_proto_stats_result res = {.correlation_id = r->correlation_id,
-                                 .entry_count = (uint16_t)count,
-                                 .entries = stats};
+    sl_proto_stats_result res = {
+        .correlation_id = r->correlation_id, .entry_count = (uint16_t)count, .entries = stats};
     if (conn_encode(c, ADMIN_FRAME_BYTES, encode_stats, &res) != SL_OK) {
         admin_reply(c, r->correlation_id, SL_EFULL, "send allowance full; retry");
     }

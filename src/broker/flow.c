@@ -164,14 +164,14 @@ admission_input(const sl_stream *s, sl_admission_input *in)
     sl_budget_stats st;
     size_t n = 0;
     sl_budget_stats_get(t->memory, &st);
-    in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_MEMORY_BUDGET, st.used_bytes,
-                                                     st.capacity_bytes};
+    in->constraints[n++] =
+        (sl_admission_constraint){SL_ADMIT_REASON_MEMORY_BUDGET, st.used_bytes, st.capacity_bytes};
     sl_budget_stats_get(b->memory, &st);
-    in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_MEMORY_BUDGET, st.used_bytes,
-                                                     st.capacity_bytes};
+    in->constraints[n++] =
+        (sl_admission_constraint){SL_ADMIT_REASON_MEMORY_BUDGET, st.used_bytes, st.capacity_bytes};
     sl_budget_stats_get(t->disk, &st);
-    in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_DISK_BUDGET, st.used_bytes,
-                                                     st.capacity_bytes};
+    in->constraints[n++] =
+        (sl_admission_constraint){SL_ADMIT_REASON_DISK_BUDGET, st.used_bytes, st.capacity_bytes};
     uint64_t backlog = 0;
     for (uint32_t i = 0; i < t->config.partition_count; i++) {
         backlog += sl_partition_backlog_bytes(&t->partitions[i]);
@@ -186,15 +186,15 @@ admission_input(const sl_stream *s, sl_admission_input *in)
         in->constraint_count = n;
         return;
     }
-    in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_BACKLOG, backlog,
-                                                     t->config.max_backlog_bytes};
+    in->constraints[n++] =
+        (sl_admission_constraint){SL_ADMIT_REASON_BACKLOG, backlog, t->config.max_backlog_bytes};
     if (t->config.max_lag_ms > 0) {
         // Lag in time at the current drain rate; nothing draining counts as far behind.
-        uint64_t lag_ms = backlog == 0 ? 0
+        uint64_t lag_ms = backlog == 0  ? 0
                           : drain > 1.0 ? (uint64_t)((double)backlog / drain * 1000.0)
                                         : (uint64_t)t->config.max_lag_ms * 2;
-        in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_MAX_LAG, lag_ms,
-                                                         t->config.max_lag_ms};
+        in->constraints[n++] =
+            (sl_admission_constraint){SL_ADMIT_REASON_MAX_LAG, lag_ms, t->config.max_lag_ms};
     }
     in->constraint_count = n;
 }
@@ -313,16 +313,18 @@ sl_flow_produce_frame(sl_stream *s, const sl_frame *f)
     while ((rc = sl_proto_batches_next(&cur, &batch, &h)) == SL_OK) {
         sl_batch_header full;
         if (sl_batch_validate(batch, h.length, &full) != SL_OK) {
-            produce_fail(s, SL_ECORRUPT, "a batch failed its CRC or framing check; "
-                                         "nothing from this frame was stored");
+            produce_fail(s, SL_ECORRUPT,
+                         "a batch failed its CRC or framing check; "
+                         "nothing from this frame was stored");
             failed = true;
             goto consumed;
         }
         int32_t ahead = (int32_t)(seq - s->next_seq);
         if (keep_from == SIZE_MAX && ahead >= 0) {
             if (ahead > 0) {
-                produce_fail(s, SL_EPROTO, "producer sequence gap: records are missing "
-                                           "before this frame");
+                produce_fail(s, SL_EPROTO,
+                             "producer sequence gap: records are missing "
+                             "before this frame");
                 failed = true;
                 goto consumed;
             }
@@ -341,8 +343,7 @@ sl_flow_produce_frame(sl_stream *s, const sl_frame *f)
     if (dup_records > 0) {
         t->stats.duplicates_dropped += dup_records;
         sl_producer_slot *slot = sl_partition_producer(p, s->producer_id, false);
-        if (slot != NULL && keep_from == SIZE_MAX &&
-            (int32_t)(seq - slot->stored_seq) <= 0) {
+        if (slot != NULL && keep_from == SIZE_MAX && (int32_t)(seq - slot->stored_seq) <= 0) {
             sl_pending_ack a = {.seq_end = slot->stored_seq,
                                 .acks = pr->acks,
                                 .base_offset = slot->last_offset,
@@ -440,8 +441,8 @@ sl_flow_store_done(sl_broker *b, sl_store_req *r)
     if (s != NULL && !s->conn->closing) {
         if (r->status != SL_OK) {
             char why[400];
-            snprintf(why, sizeof(why), "append to partition %" PRIu32 " of %s failed: %s",
-                     p->index, t->name, sl_strerror(r->status));
+            snprintf(why, sizeof(why), "append to partition %" PRIu32 " of %s failed: %s", p->index,
+                     t->name, sl_strerror(r->status));
             sl_conn_send_error(s->conn, s->id, r->status == SL_ENOSPC ? SL_EFULL : r->status,
                                r->status == SL_EFULL ? SL_THROTTLE_DISK_BUDGET : 0,
                                (uint32_t)b->admission.retry_after_max_ms, "%s", why);
@@ -573,12 +574,11 @@ encode_deliver(sl_stream *s, const uint8_t *data, size_t size, uint64_t first, u
 {
     sl_conn *c = s->conn;
     // The prefix has a fixed size; learn it from a probe describing one minimal batch.
-    sl_proto_deliver d = {.first_offset = first,
-                          .end_offset = end,
-                          .log_end_offset = s->part->end_offset,
-                          .batches = {.data = data,
-                                      .size_bytes = SL_BATCH_HEADER_BYTES,
-                                      .batch_count = 1}};
+    sl_proto_deliver d = {
+        .first_offset = first,
+        .end_offset = end,
+        .log_end_offset = s->part->end_offset,
+        .batches = {.data = data, .size_bytes = SL_BATCH_HEADER_BYTES, .batch_count = 1}};
     uint8_t probe[DELIVER_HEADER_BYTES];
     size_t prefix = 0;
     if (sl_proto_encode_deliver_prefix(probe, sizeof(probe), s->id, &d, &prefix) != SL_OK) {

@@ -93,10 +93,10 @@ static const char *const L_PART[] = {"topic", "partition"};
 static const char *const L_CONN[] = {"conn", "peer"};
 static const char *const L_STREAM[] = {"conn", "stream", "topic", "partition"};
 
-#define C SL_METRIC_COUNTER
-#define G SL_METRIC_GAUGE
+#define C      SL_METRIC_COUNTER
+#define G      SL_METRIC_GAUGE
 #define LBL(a) a, SL_ARRAY_LEN(a)
-#define NOLBL NULL, 0
+#define NOLBL  NULL, 0
 
 typedef struct fam_desc {
     const char *name;
@@ -125,18 +125,16 @@ static const fam_desc FAMS[F_COUNT] = {
     [F_STORAGE_FLUSHES] = {"sluice_storage_flushes_total", "group-commit flushes", C, NOLBL},
     [F_STORAGE_APPEND_S] = {"sluice_storage_append_seconds",
                             "smoothed time of one group of appends", G, NOLBL},
-    [F_STORAGE_FLUSH_S] = {"sluice_storage_flush_seconds", "smoothed time of one flush", G,
-                           NOLBL},
+    [F_STORAGE_FLUSH_S] = {"sluice_storage_flush_seconds", "smoothed time of one flush", G, NOLBL},
     [F_BUDGET_CAPACITY] = {"sluice_budget_capacity_bytes",
-                           "configured byte capacity of a budget (0: unbounded)", G,
-                           LBL(L_BUDGET)},
+                           "configured byte capacity of a budget (0: unbounded)", G, LBL(L_BUDGET)},
     [F_BUDGET_CAPACITY_RECORDS] = {"sluice_budget_capacity_records",
                                    "configured record capacity of a budget (0: none)", G,
                                    LBL(L_BUDGET)},
     [F_BUDGET_USED] = {"sluice_budget_used_bytes", "bytes held against a budget now", G,
                        LBL(L_BUDGET)},
-    [F_BUDGET_USED_RECORDS] = {"sluice_budget_used_records", "records held against a budget now",
-                               G, LBL(L_BUDGET)},
+    [F_BUDGET_USED_RECORDS] = {"sluice_budget_used_records", "records held against a budget now", G,
+                               LBL(L_BUDGET)},
     [F_BUDGET_PEAK] = {"sluice_budget_peak_bytes", "highest bytes held since the budget was made",
                        G, LBL(L_BUDGET)},
     [F_BUDGET_FILL] = {"sluice_budget_fill_ratio", "max(bytes, records) fill of a budget, 0..1", G,
@@ -157,8 +155,7 @@ static const fam_desc FAMS[F_COUNT] = {
     [F_TOPIC_APPENDED] = {"sluice_topic_records_appended_total",
                           "records appended to the log since the broker started", C, LBL(L_TOPIC)},
     [F_TOPIC_CREDIT_GRANTED] = {"sluice_topic_credit_granted_bytes_total",
-                                "produce credit granted to the topic's producers", C,
-                                LBL(L_TOPIC)},
+                                "produce credit granted to the topic's producers", C, LBL(L_TOPIC)},
     [F_TOPIC_CREDIT_OUTSTANDING] = {"sluice_topic_credit_outstanding_bytes",
                                     "credit granted and not yet used by open producer streams", G,
                                     LBL(L_TOPIC)},
@@ -167,8 +164,8 @@ static const fam_desc FAMS[F_COUNT] = {
     [F_TOPIC_ACKS_DELAYED] = {"sluice_topic_acks_delayed_total",
                               "acknowledgements held back (escalation step 2)", C, LBL(L_TOPIC)},
     [F_TOPIC_DROPPED] = {"sluice_topic_records_dropped_total",
-                         "records dropped by a lossy full policy, by reason (lossy topics only)",
-                         C, LBL(L_TOPIC_REASON)},
+                         "records dropped by a lossy full policy, by reason (lossy topics only)", C,
+                         LBL(L_TOPIC_REASON)},
     [F_TOPIC_DUPLICATES] = {"sluice_topic_duplicates_dropped_total",
                             "resent records recognised as duplicates and not stored again", C,
                             LBL(L_TOPIC)},
@@ -183,16 +180,16 @@ static const fam_desc FAMS[F_COUNT] = {
                             "smoothed delivery rate over all partitions", G, LBL(L_TOPIC)},
     [F_PART_IN_BYTES] = {"sluice_partition_in_bytes_total", "bytes appended since the start", C,
                          LBL(L_PART)},
-    [F_PART_IN_RECORDS] = {"sluice_partition_in_records_total",
-                           "records appended since the start", C, LBL(L_PART)},
+    [F_PART_IN_RECORDS] = {"sluice_partition_in_records_total", "records appended since the start",
+                           C, LBL(L_PART)},
     [F_PART_OUT_BYTES] = {"sluice_partition_out_bytes_total", "bytes delivered since the start", C,
                           LBL(L_PART)},
     [F_PART_IN_BYTES_RATE] = {"sluice_partition_in_bytes_per_second", "smoothed append rate", G,
                               LBL(L_PART)},
     [F_PART_IN_RECORDS_RATE] = {"sluice_partition_in_records_per_second",
                                 "smoothed append rate in records", G, LBL(L_PART)},
-    [F_PART_OUT_BYTES_RATE] = {"sluice_partition_out_bytes_per_second", "smoothed delivery rate",
-                               G, LBL(L_PART)},
+    [F_PART_OUT_BYTES_RATE] = {"sluice_partition_out_bytes_per_second", "smoothed delivery rate", G,
+                               LBL(L_PART)},
     [F_PART_END_OFFSET] = {"sluice_partition_end_offset", "offset of the next record appended", G,
                            LBL(L_PART)},
     [F_PART_DURABLE_OFFSET] = {"sluice_partition_durable_offset", "records made durable below", G,
@@ -244,8 +241,7 @@ static const fam_desc FAMS[F_COUNT] = {
                               LBL(L_STREAM)},
     [F_ADMIN_SCRAPES] = {"sluice_admin_scrapes_total", "/metrics and /stats renders", C, NOLBL},
     [F_ADMIN_TIMEOUTS] = {"sluice_admin_timeouts_total",
-                          "admin requests answered 503: the loop did not answer in time", C,
-                          NOLBL},
+                          "admin requests answered 503: the loop did not answer in time", C, NOLBL},
     [F_ADMIN_TOO_LARGE] = {"sluice_admin_responses_too_large_total",
                            "admin responses refused (500) for exceeding the size cap", C, NOLBL},
     [F_ADMIN_SERIES_DROPPED] = {"sluice_admin_series_dropped",
@@ -529,8 +525,7 @@ sl_broker_metrics_build(sl_broker *b, const sl_admin_counters *counters, double 
                         size_t value_cap, sl_metrics_registry **registry_out,
                         uint64_t *series_dropped_out)
 {
-    sl_metrics_registry_config rc = {.series_max = SL_ADMIN_SERIES_MAX,
-                                     .families_max = F_COUNT};
+    sl_metrics_registry_config rc = {.series_max = SL_ADMIN_SERIES_MAX, .families_max = F_COUNT};
     builder k = {.values = values, .value_cap = SL_MIN(value_cap, SL_ADMIN_SERIES_MAX)};
     int err = sl_metrics_registry_new(&rc, &k.reg);
     if (err != SL_OK) {

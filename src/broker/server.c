@@ -231,7 +231,8 @@ on_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
         return;
     }
-    sl_budget_config bc = {.name = "connection", .capacity_bytes = b->config.connection_buffer_bytes};
+    sl_budget_config bc = {.name = "connection",
+                           .capacity_bytes = b->config.connection_buffer_bytes};
     int rc = sl_budget_new(&bc, b->memory, &c->budget);
     if (rc == SL_OK) {
         rc = sl_budget_reserve(c->budget, SL_BROKER_READ_BUFFER_BYTES, 0);
@@ -520,8 +521,7 @@ sl_broker_open(sl_broker *b, const sl_broker_config *config, char *err, size_t e
     struct sockaddr_storage addr;
     int uv_rc = uv_ip4_addr(config->listen_host, config->listen_port, (struct sockaddr_in *)&addr);
     if (uv_rc != 0) {
-        uv_rc = uv_ip6_addr(config->listen_host, config->listen_port,
-                            (struct sockaddr_in6 *)&addr);
+        uv_rc = uv_ip6_addr(config->listen_host, config->listen_port, (struct sockaddr_in6 *)&addr);
     }
     if (uv_rc == 0) {
         uv_rc = uv_tcp_bind(&b->listener, (struct sockaddr *)&addr, 0);

@@ -120,8 +120,8 @@ storage_main(void *arg)
         for (sl_store_req *r = group, *next; r != NULL; r = next) {
             next = r->next;
             storage_append(s, r);
-            bool wants_fsync = r->status == SL_OK && (r->acks == SL_ACKS_FSYNC ||
-                                                      s->fsync_policy == SL_FSYNC_ALWAYS);
+            bool wants_fsync = r->status == SL_OK &&
+                               (r->acks == SL_ACKS_FSYNC || s->fsync_policy == SL_FSYNC_ALWAYS);
             if (!wants_fsync) {
                 queue_push(&early_head, &early_tail, r);
                 continue;

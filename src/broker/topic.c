@@ -24,8 +24,7 @@
 #define TOPIC_CONF_NAME "topic.conf"
 #define PATH_BYTES      (SL_CONFIG_PATH_MAX + 512)
 
-static int
-fail(char *err, size_t err_size, int code, const char *fmt, ...)
+static int fail(char *err, size_t err_size, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static int
@@ -226,7 +225,8 @@ partition_scan_producers(sl_broker *b, sl_partition *p)
     // Bounded by the window: every pass advances pos by at least one batch, or stops.
     while (pos < end) {
         size_t len = 0;
-        if (sl_log_read(p->log, pos, PRODUCER_SCAN_CHUNK, buf, PRODUCER_SCAN_CHUNK, &len) != SL_OK ||
+        if (sl_log_read(p->log, pos, PRODUCER_SCAN_CHUNK, buf, PRODUCER_SCAN_CHUNK, &len) !=
+                SL_OK ||
             len == 0) {
             break;
         }
@@ -303,9 +303,10 @@ topic_open(sl_broker *b, const char *name, const sl_proto_topic_config *config,
             // Lossy by choice: the backlog bound is enforced by deleting the oldest segments, so
             // segments must be small enough for that to be a fine-grained cut.
             uint64_t share = config->max_backlog_bytes / config->partition_count;
-            lc.retention_bytes = lc.retention_bytes == 0 ? share : SL_MIN(lc.retention_bytes, share);
-            lc.segment_bytes = SL_MAX(SL_MIN(lc.segment_bytes, share / 4),
-                                      (uint64_t)SL_LOG_SEGMENT_BYTES_MIN);
+            lc.retention_bytes =
+                lc.retention_bytes == 0 ? share : SL_MIN(lc.retention_bytes, share);
+            lc.segment_bytes =
+                SL_MAX(SL_MIN(lc.segment_bytes, share / 4), (uint64_t)SL_LOG_SEGMENT_BYTES_MIN);
         }
         sl_log_recovery_report report;
         p->topic = t;
@@ -347,8 +348,7 @@ sl_topic_create(sl_broker *b, const char *name, size_t name_size,
                     "invalid topic name: use 1..249 characters of A-Z a-z 0-9 . _ -");
     }
     if (sl_topic_find(b, name, name_size) != NULL) {
-        return fail(err, err_size, SL_EEXIST, "topic '%.*s' already exists", (int)name_size,
-                    name);
+        return fail(err, err_size, SL_EEXIST, "topic '%.*s' already exists", (int)name_size, name);
     }
     if (config->partition_count == 0 || config->partition_count > SL_PROTO_PARTITIONS_MAX) {
         return fail(err, err_size, SL_EINVAL, "partitions must be 1..%u", SL_PROTO_PARTITIONS_MAX);
@@ -477,8 +477,8 @@ sl_partition_backlog_bytes(const sl_partition *p)
     }
     uint64_t records = p->end_offset - p->low_position;
     // Bytes per record from what this broker appended; a fresh broker assumes 128.
-    uint64_t per = p->stored_records_total > 0 ? p->stored_bytes_total / p->stored_records_total
-                                               : 128;
+    uint64_t per =
+        p->stored_records_total > 0 ? p->stored_bytes_total / p->stored_records_total : 128;
     return records * SL_MAX(per, 1);
 }
 

@@ -261,7 +261,7 @@ sl_cli_consume(int argc, char **argv, FILE *out, FILE *err)
     fflush(out);
     sl_consumer_stats s;
     sl_consumer_stats_get(c, &s);
-    sl_consumer_free(c); // commits what was printed (auto ack)
+    sl_consumer_free(c);                // commits what was printed (auto ack)
     if (s.client.connects_total == 0) { // interrupted or idle without ever connecting
         return sl_cli_fail(err, "consume", SL_CLI_EXIT_UNREACHED, "broker not reached");
     }

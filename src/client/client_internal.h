@@ -73,8 +73,8 @@ typedef struct sl__io_ops {
     void (*on_connected)(void *h, const sl_proto_hello_ok *ok);  // locked: open streams
     int (*on_frame)(void *h, const sl_frame *f, int64_t now_ns); // locked; error: reconnect
     void (*on_pong)(void *h, uint64_t nonce); // locked; optional (NULL): a PONG arrived
-    void (*pump)(void *h, int64_t now_ns, int64_t *wake_at_ns);  // locked: encode output
-    void (*on_disconnected)(void *h);                            // locked
+    void (*pump)(void *h, int64_t now_ns, int64_t *wake_at_ns); // locked: encode output
+    void (*on_disconnected)(void *h);                           // locked
     void (*unlocked)(void *h); // after each round, no lock held: run user callbacks
 } sl__io_ops;
 

@@ -111,9 +111,9 @@ struct sl_producer {
     pslot *slots; // slot_count of them: one per partition when routed, else one
     uint32_t slot_count;
     producer_mode mode;
-    uint32_t sticky;         // slot that keyless records go to (routed)
-    uint32_t pump_start;     // slot the next pump serves first (fairness)
-    uint32_t last_stream_id; // odd ids, new per open: a late frame never hits a new stream
+    uint32_t sticky;           // slot that keyless records go to (routed)
+    uint32_t pump_start;       // slot the next pump serves first (fairness)
+    uint32_t last_stream_id;   // odd ids, new per open: a late frame never hits a new stream
     uint32_t meta_correlation; // of the DESCRIBE_TOPIC in flight
     uint64_t meta_nonce;       // PING sent after it: its PONG first means "not answered"
     bool meta_sent;            // on the current connection
@@ -278,13 +278,12 @@ batch_report_next(pbatch *b, sl_delivery_report *r)
 {
     SL_ASSERT(b->runs_reported < b->run_count);
     const prun *run = &b->runs[b->runs_reported];
-    *r = (sl_delivery_report){.seq = run->seq,
-                              .record_count = run->count,
-                              .partition = b->partition,
-                              .offset = b->offset == SL_OFFSET_NONE
-                                            ? SL_OFFSET_NONE
-                                            : b->offset + b->records_reported,
-                              .err = b->err};
+    *r = (sl_delivery_report){
+        .seq = run->seq,
+        .record_count = run->count,
+        .partition = b->partition,
+        .offset = b->offset == SL_OFFSET_NONE ? SL_OFFSET_NONE : b->offset + b->records_reported,
+        .err = b->err};
     b->records_reported += run->count;
     b->runs_reported++;
     return b->runs_reported == b->run_count;
@@ -473,9 +472,9 @@ batch_plain(const pbatch *src, const uint8_t **plain, size_t *plain_len, uint8_t
 // Encodes records [from, from + count) of batch src into a new batch of the slot's current
 // producer identity starting at stream sequence pseq. *cost_out gets their buffer cost.
 static int
-batch_encode_range(sl_producer *p, const pslot *s, const pbatch *src, uint32_t from,
-                   uint32_t count, uint64_t pseq, uint8_t **buf_out, size_t *cap_out,
-                   size_t *len_out, uint64_t *cost_out)
+batch_encode_range(sl_producer *p, const pslot *s, const pbatch *src, uint32_t from, uint32_t count,
+                   uint64_t pseq, uint8_t **buf_out, size_t *cap_out, size_t *len_out,
+                   uint64_t *cost_out)
 {
     const uint8_t *plain = NULL;
     size_t plain_len = 0;

@@ -82,10 +82,10 @@ sl_budget_new(const sl_budget_config *config, sl_budget *parent, sl_budget **bud
 {
     SL_ASSERT(config != NULL);
     SL_ASSERT(budget_out != NULL);
-    uint32_t high = config->high_watermark_pct ? config->high_watermark_pct
-                                               : SL_WATERMARK_HIGH_PCT_DEFAULT;
-    uint32_t low = config->low_watermark_pct ? config->low_watermark_pct
-                                             : SL_WATERMARK_LOW_PCT_DEFAULT;
+    uint32_t high =
+        config->high_watermark_pct ? config->high_watermark_pct : SL_WATERMARK_HIGH_PCT_DEFAULT;
+    uint32_t low =
+        config->low_watermark_pct ? config->low_watermark_pct : SL_WATERMARK_LOW_PCT_DEFAULT;
     if (config->capacity_bytes == 0 || high > 100 || low >= high) {
         return SL_EINVAL;
     }
@@ -181,7 +181,8 @@ budget_has_room(const sl_budget *b, uint64_t bytes, uint64_t records)
 static bool
 budget_fits_ever(const sl_budget *b, uint64_t bytes, uint64_t records)
 {
-    return bytes <= b->capacity_bytes && (b->capacity_records == 0 || records <= b->capacity_records);
+    return bytes <= b->capacity_bytes &&
+           (b->capacity_records == 0 || records <= b->capacity_records);
 }
 
 // Re-evaluates the watermark state after used_* changed; records a crossing in *event.

@@ -330,8 +330,8 @@ bytes_sum(const uint32_t *sizes, uint32_t count)
 
 // Writes count records into the contiguous slots [start, start + count); returns their bytes.
 static uint64_t
-spsc_fill(sl_channel *ch, uint32_t start, void *const *items, const uint32_t *sizes,
-          uint32_t count, int64_t now_ns)
+spsc_fill(sl_channel *ch, uint32_t start, void *const *items, const uint32_t *sizes, uint32_t count,
+          int64_t now_ns)
 {
     channel_slot *slots = ch->slots + start;
     uint64_t sum = 0;

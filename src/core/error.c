@@ -7,8 +7,8 @@ const char *
 sl_strerror(int err)
 {
     switch (err) {
-#define SL__ERR_MSG(name, value, msg)                                                              \
-    case (value):                                                                                  \
+#define SL__ERR_MSG(name, value, msg) \
+    case (value):                     \
         return msg;
         SL_ERRNO_MAP(SL__ERR_MSG)
 #undef SL__ERR_MSG
@@ -21,8 +21,8 @@ const char *
 sl_errname(int err)
 {
     switch (err) {
-#define SL__ERR_NAME(name, value, msg)                                                             \
-    case (value):                                                                                  \
+#define SL__ERR_NAME(name, value, msg) \
+    case (value):                      \
         return "SL_" #name;
         SL_ERRNO_MAP(SL__ERR_NAME)
 #undef SL__ERR_NAME

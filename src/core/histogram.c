@@ -10,10 +10,10 @@
 #include "core/util.h"
 
 // Values below this are exact (bucket width 1); it is where the first log-linear octave starts.
-#define HISTOGRAM_LINEAR_LIMIT  (2u * SL_HISTOGRAM_SUB_BUCKETS)
-#define HISTOGRAM_SUB_LOG2      7u // log2(SL_HISTOGRAM_SUB_BUCKETS)
-#define HISTOGRAM_TOP_INDEX     (SL_HISTOGRAM_BUCKET_COUNT - 1u)
-#define HISTOGRAM_RANGE_LIMIT   (UINT64_C(1) << SL_HISTOGRAM_RANGE_LOG2)
+#define HISTOGRAM_LINEAR_LIMIT (2u * SL_HISTOGRAM_SUB_BUCKETS)
+#define HISTOGRAM_SUB_LOG2     7u // log2(SL_HISTOGRAM_SUB_BUCKETS)
+#define HISTOGRAM_TOP_INDEX    (SL_HISTOGRAM_BUCKET_COUNT - 1u)
+#define HISTOGRAM_RANGE_LIMIT  (UINT64_C(1) << SL_HISTOGRAM_RANGE_LOG2)
 
 _Static_assert(SL_HISTOGRAM_SUB_BUCKETS == (1u << HISTOGRAM_SUB_LOG2), "sub-buckets: 2^7");
 _Static_assert(SL_HISTOGRAM_RANGE_LOG2 > 8 && SL_HISTOGRAM_RANGE_LOG2 < 63, "range in 2^9..2^62");
@@ -99,9 +99,8 @@ static void
 atomic_raise(_Atomic uint64_t *slot, uint64_t value)
 {
     uint64_t seen = atomic_load_explicit(slot, memory_order_relaxed);
-    while (seen < value &&
-           !atomic_compare_exchange_weak_explicit(slot, &seen, value, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
+    while (seen < value && !atomic_compare_exchange_weak_explicit(
+                               slot, &seen, value, memory_order_relaxed, memory_order_relaxed)) {
     }
 }
 
@@ -109,9 +108,8 @@ static void
 atomic_lower(_Atomic uint64_t *slot, uint64_t value)
 {
     uint64_t seen = atomic_load_explicit(slot, memory_order_relaxed);
-    while (seen > value &&
-           !atomic_compare_exchange_weak_explicit(slot, &seen, value, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
+    while (seen > value && !atomic_compare_exchange_weak_explicit(
+                               slot, &seen, value, memory_order_relaxed, memory_order_relaxed)) {
     }
 }
 
@@ -272,8 +270,8 @@ sl_histogram_summary_get(const sl_histogram *histogram, sl_histogram_summary *su
     for (uint32_t i = 0; i < SL_ARRAY_LEN(quantiles); i++) {
         ranks[i] = quantile_rank(quantiles[i], count);
     }
-    histogram_values_at_ranks(histogram, ranks, values, SL_ARRAY_LEN(quantiles),
-                              summary_out->min, summary_out->max);
+    histogram_values_at_ranks(histogram, ranks, values, SL_ARRAY_LEN(quantiles), summary_out->min,
+                              summary_out->max);
     summary_out->p50 = values[0];
     summary_out->p90 = values[1];
     summary_out->p99 = values[2];

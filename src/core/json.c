@@ -148,8 +148,8 @@ json_family(sl_strbuf *sb, const sl__metric_family *f, int64_t now_ns)
 }
 
 int
-sl_metrics_encode_json(sl_metrics_registry *registry, int64_t now_ns, char *buf,
-                       size_t buf_size, size_t *length_out)
+sl_metrics_encode_json(sl_metrics_registry *registry, int64_t now_ns, char *buf, size_t buf_size,
+                       size_t *length_out)
 {
     SL_ASSERT(registry != NULL);
     SL_ASSERT(length_out != NULL);

@@ -42,9 +42,9 @@ struct sl_metrics_registry {
     pthread_mutex_t mutex; // guards everything below; never taken on a record path
     uint32_t series_max;
     uint32_t families_max;
-    uint32_t series_count;      // invariant: <= series_max
-    uint32_t family_count;      // invariant: <= families_max
-    uint64_t next_id;           // ids of families and series, never reused
+    uint32_t series_count;        // invariant: <= series_max
+    uint32_t family_count;        // invariant: <= families_max
+    uint64_t next_id;             // ids of families and series, never reused
     sl__metric_family **families; // [families_max], the first family_count in registration order
 };
 

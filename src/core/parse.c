@@ -13,8 +13,7 @@
 
 #include "core/util.h"
 
-static int
-parse_fail(int code, char *err, size_t err_size, const char *fmt, ...)
+static int parse_fail(int code, char *err, size_t err_size, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static int

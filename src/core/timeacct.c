@@ -10,8 +10,8 @@
 
 #include "core/util.h"
 
-#define NS_PER_MS   INT64_C(1000000)
-#define MS_PER_S    1000u
+#define NS_PER_MS INT64_C(1000000)
+#define MS_PER_S  1000u
 
 // A plain copy of the account: what the writer publishes and what both sides compute on.
 typedef struct timeacct_view {
@@ -149,9 +149,8 @@ sl_timeacct_new(sl_time_state initial_state, int64_t now_ns, sl_timeacct **timea
     if (t == NULL) {
         return SL_ENOMEM;
     }
-    timeacct_view v = {.state = (uint32_t)initial_state,
-                       .since_ns = now_ns,
-                       .window_start_ns = now_ns};
+    timeacct_view v = {
+        .state = (uint32_t)initial_state, .since_ns = now_ns, .window_start_ns = now_ns};
     atomic_init(&t->seq, 0);
     view_store(t, &v);
     *timeacct_out = t;

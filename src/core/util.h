@@ -11,11 +11,11 @@
 
 // Aborts with file, line and expression. Always compiled in: asserts are for bugs, never for bad
 // input from the network or disk (that gets SL_EPROTO / SL_ECORRUPT).
-#define SL_ASSERT(expr)                                                                            \
-    do {                                                                                           \
-        if (__builtin_expect(!(expr), 0)) {                                                        \
-            sl__assert_fail(#expr, __FILE__, __LINE__, __func__);                                  \
-        }                                                                                          \
+#define SL_ASSERT(expr)                                           \
+    do {                                                          \
+        if (__builtin_expect(!(expr), 0)) {                       \
+            sl__assert_fail(#expr, __FILE__, __LINE__, __func__); \
+        }                                                         \
     } while (0)
 
 // O(n) checks for debug and test builds (NDEBUG turns them off).

@@ -9,7 +9,9 @@ static sl_admission_input
 input_at(uint64_t used, uint64_t capacity)
 {
     sl_admission_input in = {
-        .constraints = {{.reason = SL_ADMIT_REASON_MEMORY_BUDGET, .used = used, .capacity = capacity}},
+        .constraints = {{.reason = SL_ADMIT_REASON_MEMORY_BUDGET,
+                         .used = used,
+                         .capacity = capacity}},
         .constraint_count = 1,
         .drain_bytes_per_s = 1e6,
         .produce_bytes_per_s = 50e6,
@@ -82,7 +84,7 @@ test_admission_retry_after_from_drain_rate(void **state)
     sl_admission_config c;
     sl_admission_config_default(&c);
     sl_admission_input in = input_at(1000000, 1000000); // full; excess over 80 % = 200 kB
-    in.drain_bytes_per_s = 1e6;                          // 200 kB drains in 200 ms
+    in.drain_bytes_per_s = 1e6;                         // 200 kB drains in 200 ms
     sl_admission_decision d;
     sl_admission_decide(&c, &in, &d);
     assert_int_equal(d.level, SL_ADMIT_THROTTLE);

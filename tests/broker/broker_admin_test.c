@@ -24,14 +24,14 @@
 #include "support/broker_proc.h"
 
 // Largest response the test client reads (the broker caps its own at 8 MiB).
-#define HTTP_RESPONSE_MAX (16u * 1024u * 1024u)
-#define HTTP_TIMEOUT_MS 10000
-#define RECORDS_PRODUCED 50u
-#define RECORDS_CONSUMED 20u
-#define HUGE_REQUEST_BYTES (1024u * 1024u)
+#define HTTP_RESPONSE_MAX   (16u * 1024u * 1024u)
+#define HTTP_TIMEOUT_MS     10000
+#define RECORDS_PRODUCED    50u
+#define RECORDS_CONSUMED    20u
+#define HUGE_REQUEST_BYTES  (1024u * 1024u)
 #define HUGE_REQUEST_ROUNDS 20u
-#define IDLE_CONNECTIONS 40u
-#define CONNECT_ATTEMPTS 50
+#define IDLE_CONNECTIONS    40u
+#define CONNECT_ATTEMPTS    50
 
 static uint8_t frame_buf[256 * 1024];
 static uint8_t batch_buf[128 * 1024];
@@ -48,8 +48,8 @@ typedef struct http_response {
 static int
 tcp_connect(uint16_t port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int err = 0;
     // A loaded machine (sanitizers) may refuse a connect for a moment: bounded retries.
     for (int attempt = 0; attempt < CONNECT_ATTEMPTS; attempt++) {
@@ -260,7 +260,8 @@ sample(const char *text, const char *prefix, const char *const *extra)
         if (match) {
             const char *v = memchr(line, ' ', len);
             // The value follows the last space (label values may hold spaces).
-            for (const char *q = v; q != NULL && q < line + len; q = memchr(q + 1, ' ', (size_t)(line + len - q - 1))) {
+            for (const char *q = v; q != NULL && q < line + len;
+                 q = memchr(q + 1, ' ', (size_t)(line + len - q - 1))) {
                 v = q;
             }
             return strtod(v + 1, NULL);

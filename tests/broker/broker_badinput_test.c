@@ -23,23 +23,24 @@
 
 #include "support/broker_proc.h"
 
-#define HEARTBEAT_MS       300
-#define CREDIT_GRACE_MS    1000
-#define MAX_CONNECTIONS    12
-#define MEMORY_BUDGET_MIB  64
+#define HEARTBEAT_MS      300
+#define CREDIT_GRACE_MS   1000
+#define MAX_CONNECTIONS   12
+#define MEMORY_BUDGET_MIB 64
 // Peak RSS allowed on top of the memory budget (code, libraries, log indexes, stacks).
-#define RSS_OVERHEAD_MIB   48
-#define FLOOD_CONNS        4
-#define FLOOD_SECONDS      3
-#define FLOOD_FRAMES_MAX   20000
-#define FRAMES_PER_CONN    64
+#define RSS_OVERHEAD_MIB 48
+#define FLOOD_CONNS      4
+#define FLOOD_SECONDS    3
+#define FLOOD_FRAMES_MAX 20000
+#define FRAMES_PER_CONN  64
 
 static uint8_t batch_buf[512 * 1024];
 static uint8_t frame_buf[600 * 1024];
 
 static const char *const BROKER_ARGS[] = {
-    "--heartbeat", "300ms", "--credit-grace", "1s", "--max-connections", "12",
-    "--memory-budget", "64MiB", "--log-level", "error", NULL};
+    "--heartbeat", "300ms",           "--credit-grace", "1s",          "--max-connections",
+    "12",          "--memory-budget", "64MiB",          "--log-level", "error",
+    NULL};
 
 // The broker of the running test, killed by the teardown if an assertion left it running.
 static sl_test_broker *current;
@@ -75,7 +76,8 @@ produce_frame(uint32_t sid, uint64_t pid, uint32_t seq, uint32_t count, uint8_t 
 {
     size_t blen = sl_test_build_batch(batch_buf, sizeof(batch_buf), pid, seq, count, 50);
     assert_true(blen > 0);
-    sl_proto_produce p = {.acks = acks, .first_seq = seq,
+    sl_proto_produce p = {.acks = acks,
+                          .first_seq = seq,
                           .batches = {.data = batch_buf, .size_bytes = blen, .batch_count = 1}};
     size_t len = 0;
     assert_int_equal(sl_proto_encode_produce(frame_buf, sizeof(frame_buf), sid, &p, &len), SL_OK);
@@ -101,7 +103,8 @@ round_trip(const sl_test_broker *b, uint32_t count)
     assert_int_equal(sl_test_wire_expect(&w, SL_FRAME_ACK, &f, 5000), SL_OK);
     assert_int_equal(f.u.ack.seq_end, count);
     uint64_t last = f.u.ack.last_offset;
-    sl_proto_open_consume oc = {.partition = 0, .start_mode = SL_START_OFFSET,
+    sl_proto_open_consume oc = {.partition = 0,
+                                .start_mode = SL_START_OFFSET,
                                 .start_offset = last + 1 - count,
                                 .topic = {.data = "good", .size = 4}};
     assert_int_equal(sl_proto_encode_open_consume(frame_buf, sizeof(frame_buf), 2, &oc, &len),
@@ -204,8 +207,8 @@ test_garbage_and_oversized_headers(void **state)
 
     // HELLO twice.
     assert_int_equal(sl_test_wire_open(&w, b.port, 1), 0);
-    sl_proto_hello h = {.version_min = 1, .version_max = 1, .max_frame_bytes = 1 << 20,
-                        .heartbeat_ms = 5000};
+    sl_proto_hello h = {
+        .version_min = 1, .version_max = 1, .max_frame_bytes = 1 << 20, .heartbeat_ms = 5000};
     assert_int_equal(sl_proto_encode_hello(frame_buf, sizeof(frame_buf), &h, &len), SL_OK);
     assert_int_equal(sl_test_wire_send(&w, frame_buf, len), 0);
     expect_error_then_close(&w, SL_EPROTO, 3000);
@@ -295,7 +298,9 @@ test_slowloris_is_disconnected_after_three_heartbeats(void **state)
     t0 = sl_test_now_ns();
     assert_int_equal(sl_test_wire_open(&w, b.port, 0), 0);
     size_t len = 0;
-    sl_proto_hello h = {.version_min = 1, .version_max = 1, .max_frame_bytes = 1 << 20,
+    sl_proto_hello h = {.version_min = 1,
+                        .version_max = 1,
+                        .max_frame_bytes = 1 << 20,
                         .heartbeat_ms = HEARTBEAT_MS};
     assert_int_equal(sl_proto_encode_hello(frame_buf, sizeof(frame_buf), &h, &len), SL_OK);
     assert_int_equal(sl_test_wire_send(&w, frame_buf, len), 0);
@@ -419,9 +424,9 @@ template_frame(uint64_t *rng, uint8_t *out, size_t cap)
         uint32_t seq = (uint32_t)(sl_test_rand(rng) % 50);
         size_t blen = sl_test_build_batch(batch_buf, sizeof(batch_buf), 0, seq,
                                           1 + (uint32_t)(sl_test_rand(rng) % 20), 30);
-        sl_proto_produce p = {.acks = (uint8_t)(sl_test_rand(rng) % 4), .first_seq = seq,
-                              .batches = {.data = batch_buf, .size_bytes = blen,
-                                          .batch_count = 1}};
+        sl_proto_produce p = {.acks = (uint8_t)(sl_test_rand(rng) % 4),
+                              .first_seq = seq,
+                              .batches = {.data = batch_buf, .size_bytes = blen, .batch_count = 1}};
         rc = sl_proto_encode_produce(out, cap, sid, &p, &len);
         break;
     }
@@ -676,7 +681,9 @@ test_unknown_topics_partitions_and_streams(void **state)
     assert_int_equal(sl_test_wire_open_produce(&w, 3, "fz", 1000, 0, NULL), erange);
     assert_int_equal(sl_test_wire_open_consume(&w, 4, "fz", 7), erange);
     size_t len = 0;
-    sl_proto_open_consume oc = {.partition = 0, .start_mode = SL_START_OFFSET, .start_offset = 99,
+    sl_proto_open_consume oc = {.partition = 0,
+                                .start_mode = SL_START_OFFSET,
+                                .start_offset = 99,
                                 .topic = {.data = "fz", .size = 2}};
     assert_int_equal(sl_proto_encode_open_consume(frame_buf, sizeof(frame_buf), 5, &oc, &len),
                      SL_OK);
@@ -688,9 +695,9 @@ test_unknown_topics_partitions_and_streams(void **state)
     sl_proto_topic_request tr = {.correlation_id = 77, .topic = {.data = "nope", .size = 4}};
     uint8_t admin[] = {SL_FRAME_DESCRIBE_TOPIC, SL_FRAME_DELETE_TOPIC, SL_FRAME_STATS};
     for (size_t i = 0; i < sizeof(admin); i++) {
-        assert_int_equal(sl_proto_encode_topic_request(frame_buf, sizeof(frame_buf), admin[i], &tr,
-                                                       &len),
-                         SL_OK);
+        assert_int_equal(
+            sl_proto_encode_topic_request(frame_buf, sizeof(frame_buf), admin[i], &tr, &len),
+            SL_OK);
         assert_int_equal(sl_test_wire_send(&w, frame_buf, len), 0);
         assert_int_equal(sl_test_wire_expect(&w, SL_FRAME_ADMIN_RESULT, &f, 5000), SL_OK);
         assert_int_equal(f.u.admin_result.correlation_id, 77);
@@ -717,8 +724,8 @@ test_unknown_topics_partitions_and_streams(void **state)
     // Opening a stream id that is already open breaks the protocol: a STREAM_CLOSE would claim the
     // open stream closed while the broker kept it. The connection is closed with a clear ERROR.
     assert_int_equal(sl_test_wire_open_consume(&w, 7, "fz", 0), 0);
-    sl_proto_open_consume again = {.partition = 0, .start_mode = SL_START_EARLIEST,
-                                   .topic = {.data = "fz", .size = 2}};
+    sl_proto_open_consume again = {
+        .partition = 0, .start_mode = SL_START_EARLIEST, .topic = {.data = "fz", .size = 2}};
     assert_int_equal(sl_proto_encode_open_consume(frame_buf, sizeof(frame_buf), 7, &again, &len),
                      SL_OK);
     assert_int_equal(sl_test_wire_send(&w, frame_buf, len), 0);
@@ -775,8 +782,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_garbage_and_oversized_headers, teardown),
-        cmocka_unit_test_teardown(test_slowloris_is_disconnected_after_three_heartbeats,
-                                  teardown),
+        cmocka_unit_test_teardown(test_slowloris_is_disconnected_after_three_heartbeats, teardown),
         cmocka_unit_test_teardown(test_produce_beyond_credit_is_cut_off_others_unaffected,
                                   teardown),
         cmocka_unit_test_teardown(test_mutated_frame_flood, teardown),

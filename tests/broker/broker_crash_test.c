@@ -31,7 +31,7 @@ static uint8_t frame_buf[80 * 1024];
 static const char *const BROKER_ARGS[] = {"--fsync", "always", "--log-level", "warn", NULL};
 
 typedef struct acked {
-    uint32_t seq_end;     // cumulative: every record before it was acked with acks=fsync
+    uint32_t seq_end; // cumulative: every record before it was acked with acks=fsync
     uint32_t acks_seen;
 } acked;
 
@@ -75,14 +75,14 @@ produce_then_kill(sl_test_broker *b, const char *topic, int64_t kill_at_ns, acke
     uint32_t seq = 0;
     sl_frame f;
     for (int i = 0; i < FRAMES_MAX && sl_test_now_ns() < kill_at_ns; i++) {
-        size_t blen = sl_test_build_batch(batch_buf, sizeof(batch_buf), pid, seq,
-                                          RECORDS_PER_BATCH, VALUE_BYTES);
+        size_t blen = sl_test_build_batch(batch_buf, sizeof(batch_buf), pid, seq, RECORDS_PER_BATCH,
+                                          VALUE_BYTES);
         assert_true(blen > 0);
-        sl_proto_produce p = {.acks = SL_ACKS_FSYNC, .first_seq = seq,
+        sl_proto_produce p = {.acks = SL_ACKS_FSYNC,
+                              .first_seq = seq,
                               .batches = {.data = batch_buf, .size_bytes = blen, .batch_count = 1}};
         size_t len = 0;
-        assert_int_equal(sl_proto_encode_produce(frame_buf, sizeof(frame_buf), 1, &p, &len),
-                         SL_OK);
+        assert_int_equal(sl_proto_encode_produce(frame_buf, sizeof(frame_buf), 1, &p, &len), SL_OK);
         while (sl_test_wire_recv(&w, &f, 0) == SL_OK) {
             producer_frame(&f, &credit, a);
         }
@@ -183,8 +183,8 @@ test_broker_kill9_keeps_every_fsync_acked_record(void **state)
             snprintf(name, sizeof(name), "crash%d", k);
             uint64_t have = consume_all(&w, (uint32_t)(100 + k), name);
             if (k == r) {
-                print_message("  after restart %d: %s holds %llu records, %u were acked\n", r,
-                              name, (unsigned long long)have, acks[k].seq_end);
+                print_message("  after restart %d: %s holds %llu records, %u were acked\n", r, name,
+                              (unsigned long long)have, acks[k].seq_end);
             }
             assert_true(have >= acks[k].seq_end);
         }

@@ -28,10 +28,10 @@
 #define BACKLOG_BYTES     (1u << 20)
 // A producer more than this many batches behind its offer drops the excess (an application
 // buffer of bounded size), so a refused offer is not replayed as a burst later.
-#define BEHIND_MAX        20u
-#define MIN_SHARE_PCT     30 // of a fair share, for every producer
-#define COLD_GETS_PCT     80 // of what a cold producer offers
-#define HOT_SLACK_PCT     15 // of the consumer rate, on top of the remainder
+#define BEHIND_MAX    20u
+#define MIN_SHARE_PCT 30 // of a fair share, for every producer
+#define COLD_GETS_PCT 80 // of what a cold producer offers
+#define HOT_SLACK_PCT 15 // of the consumer rate, on top of the remainder
 
 typedef struct producer {
     sl_test_wire w;
@@ -39,9 +39,9 @@ typedef struct producer {
     uint64_t pid;
     uint64_t credit;
     uint64_t sent_bytes;
-    uint32_t seq;        // next sequence to send
-    uint64_t offered;    // batches due so far (sent or dropped)
-    uint64_t dropped;    // batches given up for lack of credit
+    uint32_t seq;     // next sequence to send
+    uint64_t offered; // batches due so far (sent or dropped)
+    uint64_t dropped; // batches given up for lack of credit
     uint32_t acked_seq;
     uint64_t acked_late; // records acked in the measured half
     uint64_t throttles;
@@ -132,10 +132,11 @@ producer_send_due(producer *p, int64_t elapsed_ns)
     }
     // Bounded by BEHIND_MAX batches per call.
     while (p->offered < due) {
-        size_t blen = sl_test_build_batch(batch, sizeof(batch), p->pid, p->seq,
-                                          RECORDS_PER_BATCH, VALUE_BYTES);
+        size_t blen = sl_test_build_batch(batch, sizeof(batch), p->pid, p->seq, RECORDS_PER_BATCH,
+                                          VALUE_BYTES);
         assert_true(blen > 0);
-        sl_proto_produce pr = {.acks = SL_ACKS_LOG, .first_seq = p->seq,
+        sl_proto_produce pr = {.acks = SL_ACKS_LOG,
+                               .first_seq = p->seq,
                                .batches = {.data = batch, .size_bytes = blen, .batch_count = 1}};
         size_t len = 0;
         assert_int_equal(sl_proto_encode_produce(frame, sizeof(frame), 1, &pr, &len), SL_OK);
@@ -155,8 +156,8 @@ test_hot_producer_cannot_starve_cold_ones(void **state)
     (void)state;
     static sl_test_broker b;
     memset(&b, 0, sizeof(b));
-    const char *args[] = {"--fsync", "never", "--memory-budget", "64MiB", "--log-level", "error",
-                          NULL};
+    const char *args[] = {"--fsync", "never", "--memory-budget", "64MiB", "--log-level",
+                          "error",   NULL};
     assert_int_equal(sl_test_broker_start(&b, args), 0);
     static producer prods[PRODUCERS];
     memset(prods, 0, sizeof(prods));
@@ -209,8 +210,8 @@ test_hot_producer_cannot_starve_cold_ones(void **state)
         print_message("  producer %d (%s): offered %u records/s, accepted %.0f records/s = %.2f "
                       "of a fair share (%.0f); %llu batches dropped waiting for credit, %llu "
                       "throttles\n",
-                      i, i == PRODUCERS - 1 ? "hot" : "cold", prods[i].rate, got[i],
-                      got[i] / share, share, (unsigned long long)prods[i].dropped,
+                      i, i == PRODUCERS - 1 ? "hot" : "cold", prods[i].rate, got[i], got[i] / share,
+                      share, (unsigned long long)prods[i].dropped,
                       (unsigned long long)prods[i].throttles);
     }
     print_message("fairness: consumer limit %u records/s, accepted in total %.0f records/s, "

@@ -18,7 +18,7 @@
 
 #include "support/broker_proc.h"
 
-#define FAST_RATE         20000u // records/s offered on the fast topic
+#define FAST_RATE         20000u             // records/s offered on the fast topic
 #define SLOW_RATE         (FAST_RATE / 100u) // the slow consumer: 1%
 #define RECORDS_PER_BATCH 20u
 #define VALUE_BYTES       100u
@@ -31,10 +31,10 @@
 #define SAMPLES_MAX       (FAST_RATE * PHASE_MS / 1000 * 2)
 // Allowed degradation with the slow topic active, and an absolute floor for p99 comparisons: a
 // sub-millisecond p99 moves by more than 20% with any scheduling hiccup on a shared machine.
-#define TOLERANCE_PCT     20
-#define P99_FLOOR_US      2000
-#define FAST_SID          1u
-#define SLOW_SID          3u
+#define TOLERANCE_PCT 20
+#define P99_FLOOR_US  2000
+#define FAST_SID      1u
+#define SLOW_SID      3u
 
 typedef struct phase_stats {
     uint32_t latency_us[SAMPLES_MAX];
@@ -177,8 +177,7 @@ producer_frames(sl_test_wire *w, pstream *fast, pstream *slow, int timeout_ms)
 {
     sl_frame f;
     // Bounded: what has arrived, then one wait.
-    for (int i = 0; i < 10000 && sl_test_wire_recv(w, &f, i == 0 ? timeout_ms : 0) == SL_OK;
-         i++) {
+    for (int i = 0; i < 10000 && sl_test_wire_recv(w, &f, i == 0 ? timeout_ms : 0) == SL_OK; i++) {
         pstream *s = f.header.stream_id == FAST_SID ? fast : slow;
         if (f.header.type == SL_FRAME_CREDIT) {
             s->credit = f.u.credit.granted_total_bytes;
@@ -200,7 +199,8 @@ send_batch(sl_test_wire *w, pstream *s)
     size_t blen = sl_test_build_batch_stamped(batch, sizeof(batch), s->pid, s->seq,
                                               RECORDS_PER_BATCH, VALUE_BYTES, sl_test_now_ns());
     assert_true(blen > 0);
-    sl_proto_produce p = {.acks = SL_ACKS_NONE, .first_seq = s->seq,
+    sl_proto_produce p = {.acks = SL_ACKS_NONE,
+                          .first_seq = s->seq,
                           .batches = {.data = batch, .size_bytes = blen, .batch_count = 1}};
     size_t len = 0;
     assert_int_equal(sl_proto_encode_produce(frame, sizeof(frame), s->sid, &p, &len), SL_OK);
@@ -260,8 +260,8 @@ test_slow_topic_does_not_slow_the_other_topic_on_the_connection(void **state)
     (void)state;
     static sl_test_broker b;
     memset(&b, 0, sizeof(b));
-    const char *args[] = {"--fsync", "never", "--memory-budget", "64MiB", "--log-level", "error",
-                          NULL};
+    const char *args[] = {"--fsync", "never", "--memory-budget", "64MiB", "--log-level",
+                          "error",   NULL};
     assert_int_equal(sl_test_broker_start(&b, args), 0);
     sl_test_wire w;
     assert_int_equal(sl_test_wire_open(&w, b.port, 1), 0);
@@ -335,9 +335,9 @@ test_slow_topic_does_not_slow_the_other_topic_on_the_connection(void **state)
                   t_alone, l_alone, t_with, l_with, rounds, slow.seq,
                   (unsigned long long)iso.slow_consumed, (unsigned long long)slow.throttles,
                   (unsigned long long)fast_late);
-    assert_true(t_alone > FAST_RATE * 0.5);          // the fast topic really ran
-    assert_true(slow.seq > 0);                       // the slow topic was really active
-    assert_true(slow.seq > iso.slow_consumed);       // and backed up
+    assert_true(t_alone > FAST_RATE * 0.5);    // the fast topic really ran
+    assert_true(slow.seq > 0);                 // the slow topic was really active
+    assert_true(slow.seq > iso.slow_consumed); // and backed up
     assert_true(t_with >= t_alone * (100 - TOLERANCE_PCT) / 100);
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
     // Sub-millisecond tail latency is only meaningful without sanitizers; under them a single

@@ -33,7 +33,7 @@ typedef struct overload {
     uint16_t port;
     int64_t duration_ns;
     int64_t start_ns;
-    _Atomic uint64_t acked;     // records acked so far
+    _Atomic uint64_t acked; // records acked so far
     _Atomic int producer_done;
     uint64_t sent_records;
     uint64_t throttles;
@@ -106,9 +106,10 @@ producer_main(void *arg)
     int failed = 0;
     // Bounded by the duration.
     while (!failed && now_ns() - o->start_ns < o->duration_ns) {
-        size_t blen = sl_test_build_batch(batch, sizeof(batch), pid, seq, RECORDS_PER_BATCH,
-                                          VALUE_BYTES);
-        sl_proto_produce p = {.acks = SL_ACKS_LOG, .first_seq = seq,
+        size_t blen =
+            sl_test_build_batch(batch, sizeof(batch), pid, seq, RECORDS_PER_BATCH, VALUE_BYTES);
+        sl_proto_produce p = {.acks = SL_ACKS_LOG,
+                              .first_seq = seq,
                               .batches = {.data = batch, .size_bytes = blen, .batch_count = 1}};
         assert_int_equal(sl_proto_encode_produce(frame, sizeof(frame), 1, &p, &len), SL_OK);
         // Take whatever has arrived; wait (briefly) only when out of credit.
@@ -145,8 +146,8 @@ consumer_main(void *arg)
     uint8_t frame[256];
     sl_test_wire w;
     assert_int_equal(sl_test_wire_open(&w, o->port, 1), 0);
-    sl_proto_open_consume oc = {.partition = 0, .start_mode = SL_START_EARLIEST,
-                                .topic = {.data = "load", .size = 4}};
+    sl_proto_open_consume oc = {
+        .partition = 0, .start_mode = SL_START_EARLIEST, .topic = {.data = "load", .size = 4}};
     size_t len = 0;
     assert_int_equal(sl_proto_encode_open_consume(frame, sizeof(frame), 2, &oc, &len), SL_OK);
     assert_int_equal(sl_test_wire_send(&w, frame, len), 0);
@@ -181,7 +182,8 @@ consumer_main(void *arg)
         atomic_store(&o->consumed, next);
         if (atomic_load(&o->producer_done)) {
             uint64_t acked = atomic_load(&o->acked);
-            if (next >= acked || now_ns() - t > 60000000000LL || now_ns() - last_progress > 5000000000LL) {
+            if (next >= acked || now_ns() - t > 60000000000LL ||
+                now_ns() - last_progress > 5000000000LL) {
                 break;
             }
         }
@@ -195,7 +197,7 @@ typedef struct overload_result {
     double ratio; // accepted rate in the second half / consumer rate
     uint64_t acked;
     long rss_kb;
-    uint64_t disk_bytes; // data directory size when the producer stopped
+    uint64_t disk_bytes;      // data directory size when the producer stopped
     uint64_t backlog_at_stop; // records acked but not yet consumed when the producer stopped
 } overload_result;
 
@@ -251,15 +253,14 @@ run_overload(const sl_proto_topic_config *topic, overload *o, overload_result *r
     double late_rate = (double)late / (seconds - seconds / 2);
     res->ratio = late_rate / CONSUMER_RATE;
     res->acked = atomic_load(&o->acked);
-    print_message("overload: sent %llu, acked %llu, consumed %llu, gaps %llu; accepted %.0f/s in "
-                  "the second half (%.2f of the consumer's %u/s); throttles %llu; broker peak RSS "
-                  "%ld KiB; data dir %llu KiB; backlog at stop %llu records\n",
-                  (unsigned long long)o->sent_records, (unsigned long long)res->acked,
-                  (unsigned long long)atomic_load(&o->consumed),
-                  (unsigned long long)o->out_of_order, late_rate,
-                  res->ratio, CONSUMER_RATE, (unsigned long long)o->throttles, res->rss_kb,
-                  (unsigned long long)(res->disk_bytes >> 10),
-                  (unsigned long long)res->backlog_at_stop);
+    print_message(
+        "overload: sent %llu, acked %llu, consumed %llu, gaps %llu; accepted %.0f/s in "
+        "the second half (%.2f of the consumer's %u/s); throttles %llu; broker peak RSS "
+        "%ld KiB; data dir %llu KiB; backlog at stop %llu records\n",
+        (unsigned long long)o->sent_records, (unsigned long long)res->acked,
+        (unsigned long long)atomic_load(&o->consumed), (unsigned long long)o->out_of_order,
+        late_rate, res->ratio, CONSUMER_RATE, (unsigned long long)o->throttles, res->rss_kb,
+        (unsigned long long)(res->disk_bytes >> 10), (unsigned long long)res->backlog_at_stop);
     sl_test_broker_cleanup(&b);
 }
 
@@ -282,10 +283,10 @@ test_broker_overload_slows_producer_to_consumer_rate(void **state)
     overload_result res;
     sl_proto_topic_config topic = {.partition_count = 1, .max_backlog_bytes = BACKLOG_BYTES};
     run_overload(&topic, &o, &res);
-    assert_int_equal(o.stream_errors, 0);         // slowed by credit, never refused
-    assert_int_equal(o.out_of_order, 0);          // no gaps, no duplicates
-    assert_true(atomic_load(&o.consumed) >= res.acked);         // nothing acknowledged was lost
-    assert_true(res.ratio > 0.9 && res.ratio < 1.1); // converged to the consumer's rate
+    assert_int_equal(o.stream_errors, 0);               // slowed by credit, never refused
+    assert_int_equal(o.out_of_order, 0);                // no gaps, no duplicates
+    assert_true(atomic_load(&o.consumed) >= res.acked); // nothing acknowledged was lost
+    assert_true(res.ratio > 0.9 && res.ratio < 1.1);    // converged to the consumer's rate
     check_memory(&res);
 }
 
@@ -314,13 +315,13 @@ test_broker_overload_drop_oldest_keeps_producer_fast_and_disk_bounded(void **sta
     (void)state;
     static overload o;
     overload_result res;
-    sl_proto_topic_config topic = {.partition_count = 1,
-                                   .max_backlog_bytes = 1u << 20,
-                                   .full_policy = SL_FULL_DROP_OLDEST};
+    sl_proto_topic_config topic = {
+        .partition_count = 1, .max_backlog_bytes = 1u << 20, .full_policy = SL_FULL_DROP_OLDEST};
     run_overload(&topic, &o, &res);
     assert_int_equal(o.stream_errors, 0);
-    assert_true(res.ratio > 3.0);     // not slowed to the consumer's pace: the topic drops instead
-    assert_true(o.out_of_order > 0);  // the consumer skipped what was dropped (counted by the broker)
+    assert_true(res.ratio > 3.0); // not slowed to the consumer's pace: the topic drops instead
+    assert_true(o.out_of_order >
+                0); // the consumer skipped what was dropped (counted by the broker)
     assert_true(res.disk_bytes < 32u * (1u << 20)); // the backlog bound holds on disk
     check_memory(&res);
 }

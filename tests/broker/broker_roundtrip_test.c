@@ -19,12 +19,12 @@ static uint8_t frame_buf[2 * 1024 * 1024];
 static uint8_t batch_buf[1024 * 1024];
 
 // Sends what an encoder just wrote; len is read after the call (argument order is unspecified).
-#define SEND_ENCODED(w, call)                                                                      \
-    do {                                                                                           \
-        size_t len_ = 0;                                                                           \
-        size_t *len_out_ = &len_;                                                                  \
-        assert_int_equal((call), SL_OK);                                                           \
-        assert_int_equal(sl_test_wire_send((w), frame_buf, len_), 0);                              \
+#define SEND_ENCODED(w, call)                                         \
+    do {                                                              \
+        size_t len_ = 0;                                              \
+        size_t *len_out_ = &len_;                                     \
+        assert_int_equal((call), SL_OK);                              \
+        assert_int_equal(sl_test_wire_send((w), frame_buf, len_), 0); \
     } while (0)
 
 static uint64_t producer_id;
@@ -47,8 +47,8 @@ open_produce(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t partitio
 // Produces count records (as batches of per_batch) and waits for their ACKs; checks the credit
 // rule on every frame.
 static void
-produce_records(sl_test_wire *w, uint32_t sid, uint64_t *credit, uint64_t first_seq,
-                uint32_t count, uint32_t per_batch, uint8_t acks)
+produce_records(sl_test_wire *w, uint32_t sid, uint64_t *credit, uint64_t first_seq, uint32_t count,
+                uint32_t per_batch, uint8_t acks)
 {
     uint64_t sent_bytes = 0;
     uint32_t seq = (uint32_t)first_seq;
@@ -106,16 +106,15 @@ consume_and_check_bytes(sl_test_wire *w, uint32_t sid, const char *topic, uint32
     sl_proto_open_consume oc = {.partition = 0,
                                 .start_mode = SL_START_EARLIEST,
                                 .topic = {.data = topic, .size = (uint16_t)strlen(topic)}};
-    SEND_ENCODED(w, sl_proto_encode_open_consume(frame_buf, sizeof(frame_buf), sid, &oc,
-                                                        len_out_));
+    SEND_ENCODED(w, sl_proto_encode_open_consume(frame_buf, sizeof(frame_buf), sid, &oc, len_out_));
     sl_frame f;
     assert_int_equal(sl_test_wire_expect(w, SL_FRAME_STREAM_OK, &f, 5000), SL_OK);
     assert_int_equal(f.u.stream_ok.start_offset, 0);
     uint64_t next = 0;
     while (next < count) {
         sl_proto_request rq = {.records = request,
-                               .bytes = bytes_per_record == 0 ? 1u << 20
-                                                              : request * bytes_per_record};
+                               .bytes =
+                                   bytes_per_record == 0 ? 1u << 20 : request * bytes_per_record};
         SEND_ENCODED(w, sl_proto_encode_request(frame_buf, sizeof(frame_buf), sid, &rq, len_out_));
         uint64_t got = 0;
         while (got < request && next < count) {

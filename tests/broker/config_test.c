@@ -27,8 +27,12 @@ test_config_flags_parse_sizes_and_endpoints(void **state)
     (void)state;
     sl_broker_config c;
     sl_broker_config_default(&c);
-    char *argv[] = {"sluiced", "--listen", "127.0.0.1:0", "--memory-budget", "64MiB",
-                    "--disk-budget=2GiB", "--fsync", "always", "--admin", "off", NULL};
+    char *argv[] = {"sluiced",     "--listen",
+                    "127.0.0.1:0", "--memory-budget",
+                    "64MiB",       "--disk-budget=2GiB",
+                    "--fsync",     "always",
+                    "--admin",     "off",
+                    NULL};
     int exit_now = 0;
     char err[512] = "";
     assert_int_equal(sl_broker_config_from_args(&c, 10, argv, &exit_now, err, sizeof(err)), SL_OK);

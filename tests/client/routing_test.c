@@ -172,9 +172,9 @@ consume_partition(const char *broker, uint32_t partition, const route_acks *ra, 
             uint32_t k = (uint32_t)strtoul(kt + 1, NULL, 10);
             assert_true(k < ROUTE_KEYS);
             // (1) the partition sl_partition_for_key names.
-            assert_int_equal(partition, sl_partition_for_key(recs[i].record.key,
-                                                             recs[i].record.key_size,
-                                                             ROUTE_PARTITIONS));
+            assert_int_equal(partition,
+                             sl_partition_for_key(recs[i].record.key, recs[i].record.key_size,
+                                                  ROUTE_PARTITIONS));
             // (2) each key's records in the order they were sent.
             assert_int_equal((int64_t)index, au->last_index[k] + 1);
             au->last_index[k] = (int64_t)index;
@@ -222,8 +222,7 @@ test_live_keys_route_to_their_partition(void **state)
         sl_record r;
         route_record(i, key, sizeof(key), value, sizeof(value), &r);
         uint64_t seq = UINT64_MAX;
-        assert_int_equal(sl_producer_send(p, &r, sl_deadline_after_ms(ROUTE_WAIT_MS), &seq),
-                         SL_OK);
+        assert_int_equal(sl_producer_send(p, &r, sl_deadline_after_ms(ROUTE_WAIT_MS), &seq), SL_OK);
         assert_int_equal(seq, i);
     }
     assert_int_equal(sl_producer_flush(p, sl_deadline_after_ms(ROUTE_WAIT_MS)), SL_OK);

@@ -13,8 +13,11 @@
 static sl_budget *
 budget_make(const char *name, uint64_t bytes, uint64_t records, sl_budget *parent)
 {
-    sl_budget_config cfg = {.name = name, .capacity_bytes = bytes, .capacity_records = records,
-                            .high_watermark_pct = 80, .low_watermark_pct = 60};
+    sl_budget_config cfg = {.name = name,
+                            .capacity_bytes = bytes,
+                            .capacity_records = records,
+                            .high_watermark_pct = 80,
+                            .low_watermark_pct = 60};
     sl_budget *b = NULL;
     assert_int_equal(sl_budget_new(&cfg, parent, &b), SL_OK);
     return b;
@@ -27,8 +30,8 @@ test_budget_rejects_bad_config(void **state)
     sl_budget *b = NULL;
     sl_budget_config zero = {.name = "zero", .capacity_bytes = 0};
     assert_int_equal(sl_budget_new(&zero, NULL, &b), SL_EINVAL);
-    sl_budget_config inverted = {.name = "inv", .capacity_bytes = 100, .high_watermark_pct = 50,
-                                 .low_watermark_pct = 70};
+    sl_budget_config inverted = {
+        .name = "inv", .capacity_bytes = 100, .high_watermark_pct = 50, .low_watermark_pct = 70};
     assert_int_equal(sl_budget_new(&inverted, NULL, &b), SL_EINVAL);
 }
 

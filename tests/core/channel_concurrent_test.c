@@ -538,9 +538,9 @@ test_channel_room_fd_lets_event_loop_producer_wait(void **state)
 
 // ---- wake-ups across both fence protocols ------------------------------------------------------
 
-#define PING_RECORDS  2000u
-#define PING_NAP_US   200u
-#define PING_WAIT_MS  20000
+#define PING_RECORDS 2000u
+#define PING_NAP_US  200u
+#define PING_WAIT_MS 20000
 
 typedef struct ping {
     sl_channel *ch;
@@ -662,8 +662,10 @@ plain_fences_teardown(void **state)
 }
 
 // The same test once more with plain seq_cst fences on both sides (the fallback protocol).
-#define PLAIN_FENCES(fn)                                                                           \
-    {#fn " (plain fences)", fn, plain_fences_setup, plain_fences_teardown, NULL}
+#define PLAIN_FENCES(fn)                                                           \
+    {                                                                              \
+#fn " (plain fences)", fn, plain_fences_setup, plain_fences_teardown, NULL \
+    }
 
 int
 main(void)

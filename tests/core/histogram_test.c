@@ -12,14 +12,14 @@
 #include <sluice/error.h>
 #include <sluice/histogram.h>
 
-#define SAMPLE_COUNT     100000u
-#define REL_ERROR_MAX    0.01
-#define THREAD_COUNT     4u
-#define THREAD_RECORDS   100000u
-#define TEN_MINUTES_NS   600000000000.0
+#define SAMPLE_COUNT   100000u
+#define REL_ERROR_MAX  0.01
+#define THREAD_COUNT   4u
+#define THREAD_RECORDS 100000u
+#define TEN_MINUTES_NS 600000000000.0
 
-static const double checked_quantiles[] = {0.0,  0.01, 0.1,  0.25,  0.5,    0.75, 0.9,
-                                           0.95, 0.99, 0.999, 0.9999, 1.0};
+static const double checked_quantiles[] = {0.0, 0.01, 0.1,  0.25,  0.5,    0.75,
+                                           0.9, 0.95, 0.99, 0.999, 0.9999, 1.0};
 
 static sl_histogram *
 histogram_make(void)
@@ -72,8 +72,8 @@ check_quantiles(const char *name, uint64_t *values, size_t n)
         double q = checked_quantiles[i];
         uint64_t exact = exact_quantile(values, n, q);
         uint64_t got = sl_histogram_quantile(h, q);
-        double err = exact == 0 ? (got == 0 ? 0.0 : 1.0)
-                                : fabs((double)got - (double)exact) / (double)exact;
+        double err =
+            exact == 0 ? (got == 0 ? 0.0 : 1.0) : fabs((double)got - (double)exact) / (double)exact;
         if (err > REL_ERROR_MAX) {
             fprintf(stderr, "%s q=%g exact=%llu got=%llu err=%g\n", name, q,
                     (unsigned long long)exact, (unsigned long long)got, err);
@@ -98,8 +98,15 @@ check_quantiles(const char *name, uint64_t *values, size_t n)
     sl_histogram_free(h);
 }
 
-typedef enum dist { DIST_UNIFORM_SMALL, DIST_UNIFORM, DIST_EXP, DIST_LOGNORMAL, DIST_CONSTANT,
-                    DIST_LOG_UNIFORM, DIST_COUNT } dist;
+typedef enum dist {
+    DIST_UNIFORM_SMALL,
+    DIST_UNIFORM,
+    DIST_EXP,
+    DIST_LOGNORMAL,
+    DIST_CONSTANT,
+    DIST_LOG_UNIFORM,
+    DIST_COUNT
+} dist;
 
 static uint64_t
 draw(dist d, uint64_t *rng)
@@ -124,7 +131,7 @@ static void
 test_histogram_quantiles_within_one_percent(void **state)
 {
     (void)state;
-    static const char *const names[] = {"uniform<1000", "uniform", "exponential",
+    static const char *const names[] = {"uniform<1000", "uniform",  "exponential",
                                         "log-normal",   "constant", "1ns..10min"};
     uint64_t rng = sl_test_seed();
     uint64_t *values = malloc(SAMPLE_COUNT * sizeof(*values));

@@ -197,11 +197,14 @@ registry_make(uint32_t series_max)
 }
 
 static int
-family_add(sl_metrics_registry *r, const char *name, sl_metric_type type,
-           const char *const *labels, uint32_t label_count, uint64_t *id_out)
+family_add(sl_metrics_registry *r, const char *name, sl_metric_type type, const char *const *labels,
+           uint32_t label_count, uint64_t *id_out)
 {
-    sl_metric_family_desc d = {.name = name, .help = "help", .type = type,
-                               .label_names = labels, .label_count = label_count};
+    sl_metric_family_desc d = {.name = name,
+                               .help = "help",
+                               .type = type,
+                               .label_names = labels,
+                               .label_count = label_count};
     return sl_metrics_family_register(r, &d, id_out);
 }
 
@@ -246,8 +249,7 @@ test_registry_bounded_series_and_families(void **state)
     sl_metrics_registry *r = registry_make(3);
     const char *labels[] = {"stage"};
     uint64_t fam = 0;
-    assert_int_equal(family_add(r, "sluice_recs_total", SL_METRIC_COUNTER, labels, 1, &fam),
-                     SL_OK);
+    assert_int_equal(family_add(r, "sluice_recs_total", SL_METRIC_COUNTER, labels, 1, &fam), SL_OK);
     sl_counter counters[4];
     uint64_t ids[4];
     const char *names[] = {"a", "b", "c", "d"};

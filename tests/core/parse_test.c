@@ -66,9 +66,8 @@ test_parse_endpoint(void **state)
     char host[256];
     uint16_t port = 0;
     char err[128];
-    assert_int_equal(sl_parse_endpoint("127.0.0.1:7420", host, sizeof(host), &port, 0, err,
-                                       sizeof(err)),
-                     SL_OK);
+    assert_int_equal(
+        sl_parse_endpoint("127.0.0.1:7420", host, sizeof(host), &port, 0, err, sizeof(err)), SL_OK);
     assert_string_equal(host, "127.0.0.1");
     assert_int_equal(port, 7420);
     assert_int_equal(sl_parse_endpoint("[::1]:0", host, sizeof(host), &port, 1, err, sizeof(err)),
@@ -98,10 +97,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_size_units),
-        cmocka_unit_test(test_parse_size_errors_are_clear),
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_endpoint),
+        cmocka_unit_test(test_parse_size_units), cmocka_unit_test(test_parse_size_errors_are_clear),
+        cmocka_unit_test(test_parse_duration),   cmocka_unit_test(test_parse_endpoint),
         cmocka_unit_test(test_format_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,9 +13,9 @@
 #include <sluice/error.h>
 #include <sluice/metrics.h>
 
-#define T0      INT64_C(1000000000000)
-#define MS      INT64_C(1000000)
-#define OUT_MAX (1u << 16)
+#define T0                INT64_C(1000000000000)
+#define MS                INT64_C(1000000)
+#define OUT_MAX           (1u << 16)
 #define FAMILIES_SEEN_MAX 32
 
 typedef struct fixture {
@@ -38,8 +38,12 @@ static uint64_t
 family(sl_metrics_registry *r, const char *name, const char *help, sl_metric_type type,
        const char *const *labels, uint32_t label_count, double scale)
 {
-    sl_metric_family_desc d = {.name = name, .help = help, .type = type, .label_names = labels,
-                               .label_count = label_count, .scale = scale};
+    sl_metric_family_desc d = {.name = name,
+                               .help = help,
+                               .type = type,
+                               .label_names = labels,
+                               .label_count = label_count,
+                               .scale = scale};
     uint64_t id = 0;
     assert_int_equal(sl_metrics_family_register(r, &d, &id), SL_OK);
     return id;
@@ -88,11 +92,11 @@ fixture_make(void)
     series(f->r, fill, (const char *[]){"global"},
            (sl_metric_source){.read_cb = read_fill, .read_user = &f->fill});
     const char *stage[] = {"stage"};
-    uint64_t lat = family(f->r, "sluice_test_latency_seconds", "Latency", SL_METRIC_SUMMARY,
-                          stage, 1, 1e-9);
+    uint64_t lat =
+        family(f->r, "sluice_test_latency_seconds", "Latency", SL_METRIC_SUMMARY, stage, 1, 1e-9);
     series(f->r, lat, (const char *[]){"map"}, (sl_metric_source){.histogram = f->latency});
-    uint64_t time = family(f->r, "sluice_test_stage_time", "Stage time", SL_METRIC_TIME, stage,
-                           1, 0);
+    uint64_t time =
+        family(f->r, "sluice_test_stage_time", "Stage time", SL_METRIC_TIME, stage, 1, 0);
     series(f->r, time, (const char *[]){"map"}, (sl_metric_source){.timeacct = f->time});
     family(f->r, "sluice_test_empty_total", "No series yet", SL_METRIC_COUNTER, NULL, 0, 0);
     return f;
@@ -227,9 +231,9 @@ check_sample(prom_check *c, const char *line)
     size_t fl = strlen(f->name);
     bool is_summary = strcmp(f->type, "summary") == 0;
     bool base = n == fl && memcmp(line, f->name, n) == 0;
-    bool extra = is_summary && n > fl && memcmp(line, f->name, fl) == 0 &&
-                 (strncmp(line + fl, "_sum", n - fl) == 0 ||
-                  strncmp(line + fl, "_count", n - fl) == 0);
+    bool extra =
+        is_summary && n > fl && memcmp(line, f->name, fl) == 0 &&
+        (strncmp(line + fl, "_sum", n - fl) == 0 || strncmp(line + fl, "_count", n - fl) == 0);
     assert_true(base || extra); // samples follow their own family's TYPE
     const char *p = line + n;
     bool has_quantile = false;
@@ -501,8 +505,8 @@ test_json_validator_rejects_bad_documents(void **state)
 {
     (void)state;
     assert_true(json_valid("{\"a\":[1,2.5e3,-0,\"x\\\"\\n\\u0001\"],\"b\":{},\"c\":null}"));
-    const char *bad[] = {"{", "{\"a\":1,}", "[1 2]", "\"a\nb\"", "{\"a\" 1}", "01", "\"\\x\"",
-                         "NaN", "[1]]"};
+    const char *bad[] = {"{",  "{\"a\":1,}", "[1 2]", "\"a\nb\"", "{\"a\" 1}",
+                         "01", "\"\\x\"",    "NaN",   "[1]]"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_false(json_valid(bad[i]));
     }

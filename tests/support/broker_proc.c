@@ -177,7 +177,8 @@ sl_test_broker_cleanup(sl_test_broker *b)
     }
 }
 
-// ---- raw protocol peer ---------------------------------------------------------------------------
+// ---- raw protocol peer
+// ---------------------------------------------------------------------------
 
 int
 sl_test_wire_open(sl_test_wire *w, uint16_t port, int hello)
@@ -187,8 +188,8 @@ sl_test_wire_open(sl_test_wire *w, uint16_t port, int hello)
     if (w->fd < 0) {
         return -1;
     }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(w->fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
         close(w->fd);
         return -1;
@@ -204,8 +205,10 @@ sl_test_wire_open(sl_test_wire *w, uint16_t port, int hello)
     }
     uint8_t frame[512];
     size_t len = 0;
-    sl_proto_hello h = {.version_min = 1, .version_max = 1,
-                        .max_frame_bytes = SL_PROTO_FRAME_SIZE_DEFAULT, .heartbeat_ms = 5000,
+    sl_proto_hello h = {.version_min = 1,
+                        .version_max = 1,
+                        .max_frame_bytes = SL_PROTO_FRAME_SIZE_DEFAULT,
+                        .heartbeat_ms = 5000,
                         .client_id = {.data = "test", .size = 4}};
     if (sl_proto_encode_hello(frame, sizeof(frame), &h, &len) != SL_OK ||
         sl_test_wire_send(w, frame, len) != 0) {
@@ -309,9 +312,8 @@ sl_test_wire_expect(sl_test_wire *w, uint8_t type, sl_frame *f, int timeout_ms)
             return SL_OK;
         }
         if (f->header.type == SL_FRAME_ERROR || f->header.type == SL_FRAME_STREAM_CLOSE) {
-            fprintf(stderr, "test wire: %s code %u: %.*s\n",
-                    sl_proto_frame_name(f->header.type), f->u.error.code,
-                    (int)f->u.error.message.size, f->u.error.message.data);
+            fprintf(stderr, "test wire: %s code %u: %.*s\n", sl_proto_frame_name(f->header.type),
+                    f->u.error.code, (int)f->u.error.message.size, f->u.error.message.data);
             if (type != SL_FRAME_ERROR && type != SL_FRAME_STREAM_CLOSE) {
                 return SL_EPROTO;
             }
@@ -367,7 +369,8 @@ sl_test_build_batch(uint8_t *buf, size_t cap, uint64_t producer_id, uint64_t fir
         for (uint32_t k = (uint32_t)n; k < value_size; k++) {
             value[k] = 'x';
         }
-        sl_record r = {.value = value, .value_size = value_size > (uint32_t)n ? value_size : (uint32_t)n,
+        sl_record r = {.value = value,
+                       .value_size = value_size > (uint32_t)n ? value_size : (uint32_t)n,
                        .timestamp_us = 0};
         if (sl_batch_builder_add(&b, &r) != SL_OK) {
             return 0;
@@ -419,7 +422,8 @@ sl_test_wire_open_produce(sl_test_wire *w, uint32_t sid, const char *topic, uint
 {
     uint8_t frame[512];
     size_t len = 0;
-    sl_proto_open_produce op = {.partition = partition, .producer_id = producer_id,
+    sl_proto_open_produce op = {.partition = partition,
+                                .producer_id = producer_id,
                                 .topic = {.data = topic, .size = (uint16_t)strlen(topic)}};
     if (sl_proto_encode_open_produce(frame, sizeof(frame), sid, &op, &len) != SL_OK ||
         sl_test_wire_send(w, frame, len) != 0) {
@@ -438,7 +442,8 @@ sl_test_wire_open_consume(sl_test_wire *w, uint32_t sid, const char *topic, uint
 {
     uint8_t frame[512];
     size_t len = 0;
-    sl_proto_open_consume oc = {.partition = partition, .start_mode = SL_START_EARLIEST,
+    sl_proto_open_consume oc = {.partition = partition,
+                                .start_mode = SL_START_EARLIEST,
                                 .topic = {.data = topic, .size = (uint16_t)strlen(topic)}};
     if (sl_proto_encode_open_consume(frame, sizeof(frame), sid, &oc, &len) != SL_OK ||
         sl_test_wire_send(w, frame, len) != 0) {

@@ -13,8 +13,8 @@ typedef struct sl_test_broker {
     pid_t pid;
     uint16_t port;
     uint16_t admin_port; // set by sl_test_broker_start_admin
-    char data_dir[256]; // set before start to reuse a directory (restart tests)
-    char log_path[320]; // the broker's stderr
+    char data_dir[256];  // set before start to reuse a directory (restart tests)
+    char log_path[320];  // the broker's stderr
 } sl_test_broker;
 
 // Starts sluiced (the binary named by $SL_SLUICED) with --listen 127.0.0.1:0, --admin off and
@@ -84,8 +84,7 @@ int sl_test_wire_open_produce(sl_test_wire *w, uint32_t sid, const char *topic, 
                               uint64_t producer_id, uint64_t *producer_id_out);
 
 // OPEN_CONSUME from the earliest offset on stream sid; waits for STREAM_OK.
-int sl_test_wire_open_consume(sl_test_wire *w, uint32_t sid, const char *topic,
-                              uint32_t partition);
+int sl_test_wire_open_consume(sl_test_wire *w, uint32_t sid, const char *topic, uint32_t partition);
 
 // Sends REQUEST(records, bytes) on stream sid. Returns 0 or -1.
 int sl_test_wire_request(sl_test_wire *w, uint32_t sid, uint64_t records, uint64_t bytes);

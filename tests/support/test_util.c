@@ -39,7 +39,8 @@ uint64_t
 sl_test_seed(void)
 {
     const char *env = getenv("SL_TEST_SEED");
-    uint64_t seed = env != NULL ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
+    uint64_t seed =
+        env != NULL ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
     if (seed == 0) {
         seed = 0x9e3779b97f4a7c15ull;
     }
