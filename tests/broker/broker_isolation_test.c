@@ -3,6 +3,7 @@
 // backlog fills and its stream is throttled). The fast topic's throughput and p99 latency (send
 // time stamped in each value) must stay within 20% of running alone. Phases alternate alone / with
 // the slow topic, after a warm-up; medians over the rounds absorb a noisy machine.
+// ctest-labels: serial
 // ctest-timeout: 240
 #include "support/test_util.h"
 
@@ -30,9 +31,11 @@
 #define PHASES_MAX        (2 * ROUNDS_SOAK)
 #define SAMPLES_MAX       (FAST_RATE * PHASE_MS / 1000 * 2)
 // Allowed degradation with the slow topic active, and an absolute floor for p99 comparisons: a
-// sub-millisecond p99 moves by more than 20% with any scheduling hiccup on a shared machine.
+// sub-millisecond p99 moves by more than 20% with any scheduling hiccup on a shared machine (seen:
+// 0.6 to 8 ms between "alone" phases). Head-of-line blocking behind the throttled slow stream
+// would cost tens of milliseconds or more, so 5 ms still catches it.
 #define TOLERANCE_PCT 20
-#define P99_FLOOR_US  2000
+#define P99_FLOOR_US  5000
 #define FAST_SID      1u
 #define SLOW_SID      3u
 
