@@ -104,7 +104,9 @@ SL_API int sl_producer_room_fd(sl_producer *p);
 
 // Moves up to cap queued delivery reports into out (only without a delivery_cb), waiting until
 // deadline_ns for the first one. *count_out gets the number moved. Returns SL_OK (count may be 0
-// when the deadline passed). A report's records stay charged to the buffer until it is polled.
+// when the deadline passed). A report's records stay charged to the buffer until it is polled:
+// a thread that both sends with a long deadline and polls reports must poll between sends (or
+// use a delivery_cb), or a full buffer of acknowledged-but-unpolled records blocks its send.
 SL_API SL_MUST_USE int sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap,
                                                 int64_t deadline_ns, size_t *count_out);
 
