@@ -36,8 +36,10 @@
 #define SL_BROKER_PRODUCERS_PER_PARTITION 256u
 // The tick: rates are measured and credit re-evaluated this often.
 #define SL_BROKER_TICK_MS 10u
-// Bookkeeping charged per stored request on top of its bytes (request struct, allocator).
-#define SL_BROKER_REQ_OVERHEAD_BYTES 128u
+// Send allowance reserved for one fixed-size control frame (HELLO_OK, STREAM_OK, CREDIT, ACK,
+// THROTTLE with its short message, PONG, GOAWAY); frames with a free-form message add
+// SL_PROTO_MESSAGE_MAX.
+#define SL_BROKER_CONTROL_FRAME_BYTES 256u
 
 typedef struct sl_broker sl_broker;
 typedef struct sl_topic sl_topic;
@@ -125,11 +127,6 @@ struct sl_topic {
     sl_topic *next; // registry list
 };
 
-typedef enum sl_stream_state {
-    SL_STREAM_OPEN = 1,
-    SL_STREAM_CLOSED = 2,
-} sl_stream_state;
-
 struct sl_stream {
     uint32_t id;
     uint8_t kind; // sl_stream_kind
@@ -146,7 +143,6 @@ struct sl_stream {
     uint64_t granted_total;   // cumulative credit sent (CREDIT frames)
     uint64_t received_total;  // PRODUCE frame bytes received; <= granted_total
     uint64_t credit_reserved; // budget held for granted - received (== their difference)
-    uint64_t acked_last_offset;
     sl_rate accepted_bytes;
     sl_admission_decision decision;
     int64_t throttle_sent_ns;  // last THROTTLE sent (throttles repeat at their retry-after)
@@ -189,6 +185,7 @@ struct sl_conn {
     int64_t last_recv_ns;
     int64_t over_credit_since_ns;
     bool read_paused; // a frame waits for budget; the tick retries it
+    bool not_reading; // left a whole send allowance of ACKs unread: the tick disconnects it
     uint8_t *rbuf;    // SL_BROKER_READ_BUFFER_BYTES, or a larger frame buffer
     size_t rbuf_cap;
     size_t rbuf_len;
@@ -291,6 +288,17 @@ void sl_broker_log(sl_broker *b, int level, const char *fmt, ...)
 void sl_conn_write(sl_conn *c, sl_write *w);
 // Allocates a write buffer of size bytes, charged to the connection budget; NULL when full.
 sl_write *sl_conn_write_alloc(sl_conn *c, size_t size);
+// Gives back a write that will not be queued.
+void sl_conn_write_discard(sl_conn *c, sl_write *w);
+// Encodes one frame with encode into a fresh write of cap bytes and queues it. SL_EFULL when the
+// connection's send allowance is full (nothing queued; the caller decides whether that matters),
+// or the encoder's error.
+typedef int (*sl_frame_encoder)(uint8_t *buf, size_t cap, const void *arg, size_t *len_out);
+int sl_conn_encode(sl_conn *c, size_t cap, sl_frame_encoder encode, const void *arg);
+// Grows the read buffer to hold one frame of frame_size bytes (SL_EFULL: no budget, unchanged),
+// and returns to the fixed buffer once such a frame has been consumed.
+int sl_conn_grow_rbuf(sl_conn *c, size_t frame_size);
+void sl_conn_shrink_rbuf(sl_conn *c);
 void sl_conn_close(sl_conn *c, int code, const char *message);
 void sl_conn_unref(sl_conn *c);
 

@@ -12,34 +12,8 @@
 
 #include "core/util.h"
 
-int sl_conn_grow_rbuf(sl_conn *c, size_t frame_size);
-void sl_conn_shrink_rbuf(sl_conn *c);
-
 // Bytes reserved for encoding one control or admin frame (admin lists are paginated to fit).
-#define CONTROL_FRAME_BYTES 2048u
-#define ADMIN_FRAME_BYTES   (64u * 1024u)
-
-// Encodes one frame into a fresh write of cap bytes (charged to the connection's send allowance)
-// and queues it. SL_EFULL when the allowance is full; the caller decides whether that matters.
-static int
-conn_encode(sl_conn *c, size_t cap,
-            int (*encode)(sl_write *w, size_t cap, const void *arg, size_t *len), const void *arg)
-{
-    sl_write *w = sl_conn_write_alloc(c, cap);
-    if (w == NULL) {
-        return SL_EFULL;
-    }
-    size_t len = 0;
-    int rc = encode(w, cap, arg, &len);
-    if (rc != SL_OK) {
-        sl_budget_release(c->budget, w->charged_bytes, 0);
-        sl_free(w, w->charged_bytes);
-        return rc;
-    }
-    w->size = len;
-    sl_conn_write(c, w);
-    return SL_OK;
-}
+#define ADMIN_FRAME_BYTES (64u * 1024u)
 
 typedef struct error_arg {
     uint32_t stream_id;
@@ -47,13 +21,13 @@ typedef struct error_arg {
 } error_arg;
 
 static int
-encode_error(sl_write *w, size_t cap, const void *arg, size_t *len)
+encode_error(uint8_t *buf, size_t cap, const void *arg, size_t *len)
 {
     const error_arg *a = arg;
     if (a->stream_id == 0) {
-        return sl_proto_encode_error(w->data, cap, 0, &a->e, len);
+        return sl_proto_encode_error(buf, cap, 0, &a->e, len);
     }
-    return sl_proto_encode_stream_close(w->data, cap, a->stream_id, &a->e, len);
+    return sl_proto_encode_stream_close(buf, cap, a->stream_id, &a->e, len);
 }
 
 int
@@ -74,7 +48,8 @@ sl_conn_send_error(sl_conn *c, uint32_t stream_id, int status, uint8_t reason,
     a.e.retry_after_ms = retry_after_ms;
     a.e.message.data = msg;
     a.e.message.size = (uint16_t)SL_MIN((size_t)n, sizeof(msg) - 1);
-    return conn_encode(c, CONTROL_FRAME_BYTES + SL_PROTO_MESSAGE_MAX, encode_error, &a);
+    return sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES + SL_PROTO_MESSAGE_MAX, encode_error,
+                          &a);
 }
 
 static void
@@ -128,9 +103,9 @@ sl_conn_streams_free(sl_conn *c)
 // ---- handshake and liveness --------------------------------------------------------------------
 
 static int
-encode_hello_ok(sl_write *w, size_t cap, const void *arg, size_t *len)
+encode_hello_ok(uint8_t *buf, size_t cap, const void *arg, size_t *len)
 {
-    return sl_proto_encode_hello_ok(w->data, cap, arg, len);
+    return sl_proto_encode_hello_ok(buf, cap, arg, len);
 }
 
 static void
@@ -160,15 +135,15 @@ on_hello(sl_conn *c, const sl_proto_hello *h)
         .max_streams = c->broker->config.max_streams_per_connection,
         .broker_id = {.data = "sluiced", .size = 7},
     };
-    conn_encode(c, CONTROL_FRAME_BYTES, encode_hello_ok, &ok);
+    sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES, encode_hello_ok, &ok);
     sl_broker_log(c->broker, 3, "connection %" PRIu64 " (%s): client '%.*s'", c->id, c->peer,
                   (int)h->client_id.size, h->client_id.data);
 }
 
 static int
-encode_pong(sl_write *w, size_t cap, const void *arg, size_t *len)
+encode_pong(uint8_t *buf, size_t cap, const void *arg, size_t *len)
 {
-    return sl_proto_encode_ping(w->data, cap, true, arg, len);
+    return sl_proto_encode_ping(buf, cap, true, arg, len);
 }
 
 // ---- streams -----------------------------------------------------------------------------------
@@ -179,10 +154,10 @@ typedef struct stream_ok_arg {
 } stream_ok_arg;
 
 static int
-encode_stream_ok_arg(sl_write *w, size_t cap, const void *arg, size_t *len)
+encode_stream_ok_arg(uint8_t *buf, size_t cap, const void *arg, size_t *len)
 {
     const stream_ok_arg *a = arg;
-    return sl_proto_encode_stream_ok(w->data, cap, a->stream_id, &a->ok, len);
+    return sl_proto_encode_stream_ok(buf, cap, a->stream_id, &a->ok, len);
 }
 
 static sl_stream *
@@ -256,7 +231,7 @@ on_open_produce(sl_conn *c, uint32_t id, const sl_proto_open_produce *o)
                               .producer_id = s->producer_id,
                               .next_seq = s->next_seq,
                               .max_batch_bytes = c->max_frame - 64}};
-    conn_encode(c, CONTROL_FRAME_BYTES, encode_stream_ok_arg, &a);
+    sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES, encode_stream_ok_arg, &a);
     sl_flow_replenish(s, sl_now_ns());
 }
 
@@ -309,15 +284,15 @@ on_open_consume(sl_conn *c, uint32_t id, const sl_proto_open_consume *o)
                               .partition = o->partition,
                               .start_offset = pos,
                               .max_batch_bytes = c->max_frame - 64}};
-    conn_encode(c, CONTROL_FRAME_BYTES, encode_stream_ok_arg, &a);
+    sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES, encode_stream_ok_arg, &a);
 }
 
 // ---- admin -------------------------------------------------------------------------------------
 
 static int
-encode_admin_result(sl_write *w, size_t cap, const void *arg, size_t *len)
+encode_admin_result(uint8_t *buf, size_t cap, const void *arg, size_t *len)
 {
-    return sl_proto_encode_admin_result(w->data, cap, arg, len);
+    return sl_proto_encode_admin_result(buf, cap, arg, len);
 }
 
 static void
@@ -327,7 +302,8 @@ admin_reply(sl_conn *c, uint32_t correlation_id, int status, const char *msg)
     r.status.code = sl_proto_code_from_status(status);
     r.status.message.data = msg;
     r.status.message.size = (uint16_t)SL_MIN(strlen(msg), SL_PROTO_MESSAGE_MAX);
-    conn_encode(c, CONTROL_FRAME_BYTES + SL_PROTO_MESSAGE_MAX, encode_admin_result, &r);
+    sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES + SL_PROTO_MESSAGE_MAX, encode_admin_result,
+                   &r);
 }
 
 static void
@@ -372,14 +348,10 @@ topic_name_cmp(const sl_topic *t, const sl_proto_str *s)
     return n < s->size ? -1 : (n > s->size ? 1 : 0);
 }
 
-typedef struct list_arg {
-    sl_proto_topic_list list;
-} list_arg;
-
 static int
-encode_topic_list(sl_write *w, size_t cap, const void *arg, size_t *len)
+encode_topic_list(uint8_t *buf, size_t cap, const void *arg, size_t *len)
 {
-    return sl_proto_encode_topic_list(w->data, cap, arg, len);
+    return sl_proto_encode_topic_list(buf, cap, arg, len);
 }
 
 static void
@@ -416,19 +388,17 @@ on_list_topics(sl_conn *c, const sl_proto_list_topics *l)
         after = entries[n].name;
         n++;
     }
-    list_arg a = {.list = {.correlation_id = l->correlation_id,
-                           .more = more,
-                           .entry_count = n,
-                           .entries = entries}};
-    if (conn_encode(c, ADMIN_FRAME_BYTES, encode_topic_list, &a.list) != SL_OK) {
+    sl_proto_topic_list list = {
+        .correlation_id = l->correlation_id, .more = more, .entry_count = n, .entries = entries};
+    if (sl_conn_encode(c, ADMIN_FRAME_BYTES, encode_topic_list, &list) != SL_OK) {
         admin_reply(c, l->correlation_id, SL_EFULL, "send allowance full; retry");
     }
 }
 
 static int
-encode_topic_info(sl_write *w, size_t cap, const void *arg, size_t *len)
+encode_topic_info(uint8_t *buf, size_t cap, const void *arg, size_t *len)
 {
-    return sl_proto_encode_topic_info(w->data, cap, arg, len);
+    return sl_proto_encode_topic_info(buf, cap, arg, len);
 }
 
 static void
@@ -459,16 +429,16 @@ on_describe_topic(sl_conn *c, const sl_proto_topic_request *r)
                                 .config = t->config,
                                 .topic = {.data = t->name, .size = (uint16_t)strlen(t->name)},
                                 .partitions = parts};
-    if (conn_encode(c, ADMIN_FRAME_BYTES + bytes * 2, encode_topic_info, &info) != SL_OK) {
+    if (sl_conn_encode(c, ADMIN_FRAME_BYTES + bytes * 2, encode_topic_info, &info) != SL_OK) {
         admin_reply(c, r->correlation_id, SL_EFULL, "send allowance full; retry");
     }
     sl_free(parts, bytes);
 }
 
 static int
-encode_stats(sl_write *w, size_t cap, const void *arg, size_t *len)
+encode_stats(uint8_t *buf, size_t cap, const void *arg, size_t *len)
 {
-    return sl_proto_encode_stats_result(w->data, cap, arg, len);
+    return sl_proto_encode_stats_result(buf, cap, arg, len);
 }
 
 #define STAT(n, v)                                        \
@@ -548,7 +518,7 @@ on_stats(sl_conn *c, const sl_proto_topic_request *r)
     }
     sl_proto_stats_result res = {
         .correlation_id = r->correlation_id, .entry_count = (uint16_t)count, .entries = stats};
-    if (conn_encode(c, ADMIN_FRAME_BYTES, encode_stats, &res) != SL_OK) {
+    if (sl_conn_encode(c, ADMIN_FRAME_BYTES, encode_stats, &res) != SL_OK) {
         admin_reply(c, r->correlation_id, SL_EFULL, "send allowance full; retry");
     }
 }
@@ -569,7 +539,7 @@ conn_dispatch(sl_conn *c, const sl_frame *f)
         on_hello(c, &f->u.hello);
         break;
     case SL_FRAME_PING:
-        conn_encode(c, CONTROL_FRAME_BYTES, encode_pong, &f->u.ping);
+        sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES, encode_pong, &f->u.ping);
         break;
     case SL_FRAME_PONG:
         break;

@@ -26,9 +26,8 @@
 // A producer that sent nothing for this long while holding less than one frame of credit may be
 // waiting to send a record larger than its window: it gets a frame's worth (when not pressured).
 #define IDLE_FULL_FRAME_NS (100 * 1000000LL)
-// Frame bytes reserved for the fixed part of a DELIVER or ACK.
+// Frame bytes reserved for the fixed part of a DELIVER.
 #define DELIVER_HEADER_BYTES 64u
-#define CONTROL_BYTES        256u
 
 static uint8_t
 wire_reason(sl_admission_reason r)
@@ -51,26 +50,47 @@ wire_reason(sl_admission_reason r)
 
 // ---- sending -----------------------------------------------------------------------------------
 
+typedef struct stream_frame {
+    uint32_t stream_id;
+    union {
+        sl_proto_ack ack;
+        sl_proto_throttle throttle;
+        sl_proto_credit credit;
+    } u;
+} stream_frame;
+
+static int
+encode_ack(uint8_t *buf, size_t cap, const void *arg, size_t *len)
+{
+    const stream_frame *f = arg;
+    return sl_proto_encode_ack(buf, cap, f->stream_id, &f->u.ack, len);
+}
+
+static int
+encode_throttle(uint8_t *buf, size_t cap, const void *arg, size_t *len)
+{
+    const stream_frame *f = arg;
+    return sl_proto_encode_throttle(buf, cap, f->stream_id, &f->u.throttle, len);
+}
+
+static int
+encode_credit(uint8_t *buf, size_t cap, const void *arg, size_t *len)
+{
+    const stream_frame *f = arg;
+    return sl_proto_encode_credit(buf, cap, f->stream_id, &f->u.credit, len);
+}
+
 static bool
 send_ack(sl_stream *s, const sl_pending_ack *a)
 {
-    sl_conn *c = s->conn;
-    sl_write *w = sl_conn_write_alloc(c, CONTROL_BYTES);
-    if (w == NULL) {
+    stream_frame f = {.stream_id = s->id,
+                      .u.ack = {.seq_end = a->seq_end,
+                                .acks = a->acks,
+                                .base_offset = a->base_offset,
+                                .last_offset = a->last_offset}};
+    if (sl_conn_encode(s->conn, SL_BROKER_CONTROL_FRAME_BYTES, encode_ack, &f) != SL_OK) {
         return false;
     }
-    sl_proto_ack ack = {.seq_end = a->seq_end,
-                        .acks = a->acks,
-                        .base_offset = a->base_offset,
-                        .last_offset = a->last_offset};
-    size_t len = 0;
-    if (sl_proto_encode_ack(w->data, CONTROL_BYTES, s->id, &ack, &len) != SL_OK) {
-        sl_budget_release(c->budget, w->charged_bytes, 0);
-        sl_free(w, w->charged_bytes);
-        return false;
-    }
-    w->size = len;
-    sl_conn_write(c, w);
     s->acked_seq = a->seq_end;
     return true;
 }
@@ -97,7 +117,11 @@ queue_ack(sl_stream *s, const sl_pending_ack *a, int64_t now)
         flush_acks(s, now, true);
     }
     if (s->pending_ack_count == SL_BROKER_PENDING_ACKS) {
-        return; // cannot even queue: the ACK is cumulative, a later one covers it
+        // A producer that left a whole send allowance of frames unread cannot be acknowledged
+        // without losing an ACK it may be waiting for: it breaks the protocol (law 3's last step),
+        // and the tick disconnects it. It resends what was not acknowledged when it reconnects.
+        s->conn->not_reading = true;
+        return;
     }
     uint32_t slot = (s->pending_ack_head + s->pending_ack_count) % SL_BROKER_PENDING_ACKS;
     s->pending_acks[slot] = *a;
@@ -123,23 +147,15 @@ send_throttle(sl_stream *s, int64_t now)
     int n = snprintf(msg, sizeof(msg), "topic %s: %s at %.0f%%; retry in %" PRId64 " ms",
                      s->topic->name, sl_admission_reason_name(d->reason), d->pressure * 100,
                      d->retry_after_ms);
-    sl_proto_throttle t = {.reason = wire_reason(d->reason),
-                           .retry_after_ms = (uint32_t)d->retry_after_ms,
-                           .message = {.data = msg, .size = (uint16_t)SL_MAX(n, 0)}};
-    sl_write *w = sl_conn_write_alloc(s->conn, CONTROL_BYTES);
-    if (w == NULL) {
+    stream_frame f = {.stream_id = s->id,
+                      .u.throttle = {.reason = wire_reason(d->reason),
+                                     .retry_after_ms = (uint32_t)d->retry_after_ms,
+                                     .message = {.data = msg, .size = (uint16_t)SL_MAX(n, 0)}}};
+    if (sl_conn_encode(s->conn, SL_BROKER_CONTROL_FRAME_BYTES, encode_throttle, &f) != SL_OK) {
         return;
     }
-    size_t len = 0;
-    if (sl_proto_encode_throttle(w->data, CONTROL_BYTES, s->id, &t, &len) != SL_OK) {
-        sl_budget_release(s->conn->budget, w->charged_bytes, 0);
-        sl_free(w, w->charged_bytes);
-        return;
-    }
-    w->size = len;
-    sl_conn_write(s->conn, w);
     s->throttle_sent_ns = now;
-    s->topic->stats.throttles[t.reason]++;
+    s->topic->stats.throttles[f.u.throttle.reason]++;
 }
 
 // ---- produce -----------------------------------------------------------------------------------
@@ -202,20 +218,8 @@ admission_input(const sl_stream *s, sl_admission_input *in)
 static bool
 send_credit(sl_stream *s)
 {
-    sl_write *w = sl_conn_write_alloc(s->conn, CONTROL_BYTES);
-    if (w == NULL) {
-        return false;
-    }
-    sl_proto_credit cr = {.granted_total_bytes = s->granted_total};
-    size_t len = 0;
-    if (sl_proto_encode_credit(w->data, CONTROL_BYTES, s->id, &cr, &len) != SL_OK) {
-        sl_budget_release(s->conn->budget, w->charged_bytes, 0);
-        sl_free(w, w->charged_bytes);
-        return false;
-    }
-    w->size = len;
-    sl_conn_write(s->conn, w);
-    return true;
+    stream_frame f = {.stream_id = s->id, .u.credit = {.granted_total_bytes = s->granted_total}};
+    return sl_conn_encode(s->conn, SL_BROKER_CONTROL_FRAME_BYTES, encode_credit, &f) == SL_OK;
 }
 
 void
@@ -595,8 +599,7 @@ encode_deliver(sl_stream *s, const uint8_t *data, size_t size, uint64_t first, u
     size_t len = 0;
     int rc = sl_proto_encode_deliver_prefix(w->data, prefix, s->id, &d, &len);
     if (rc != SL_OK || len != prefix) {
-        sl_budget_release(c->budget, w->charged_bytes, 0);
-        sl_free(w, w->charged_bytes);
+        sl_conn_write_discard(c, w);
         return rc != SL_OK ? rc : SL_EINVAL;
     }
     w->size = prefix + body;
@@ -687,7 +690,6 @@ sl_flow_deliver(sl_stream *s)
         p->out_bytes.total += sent;
         s->topic->drain_bytes.total += sent;
     }
-    s->waiting_data = s->position >= p->end_offset;
     sl_flow_update_low_position(p);
 }
 

@@ -124,14 +124,38 @@ sl_conn_write_alloc(sl_conn *c, size_t size)
     return w;
 }
 
+void
+sl_conn_write_discard(sl_conn *c, sl_write *w)
+{
+    sl_budget_release(c->budget, w->charged_bytes, 0);
+    sl_free(w, w->charged_bytes);
+}
+
+int
+sl_conn_encode(sl_conn *c, size_t cap, sl_frame_encoder encode, const void *arg)
+{
+    sl_write *w = sl_conn_write_alloc(c, cap);
+    if (w == NULL) {
+        return SL_EFULL;
+    }
+    size_t len = 0;
+    int rc = encode(w->data, cap, arg, &len);
+    if (rc != SL_OK) {
+        sl_conn_write_discard(c, w);
+        return rc;
+    }
+    w->size = len;
+    sl_conn_write(c, w);
+    return SL_OK;
+}
+
 static void
 on_write_done(uv_write_t *req, int status)
 {
     sl_write *w = (sl_write *)req;
     sl_conn *c = w->conn;
     c->write_queued_bytes -= w->size;
-    sl_budget_release(c->budget, w->charged_bytes, 0);
-    sl_free(w, w->charged_bytes);
+    sl_conn_write_discard(c, w);
     if (status != 0 && !c->closing) {
         sl_conn_close(c, SL_ECONNRESET, uv_strerror(status));
     }
@@ -156,8 +180,7 @@ sl_conn_write(sl_conn *c, sl_write *w)
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write_done);
     if (rc != 0) {
         c->write_queued_bytes -= w->size;
-        sl_budget_release(c->budget, w->charged_bytes, 0);
-        sl_free(w, w->charged_bytes);
+        sl_conn_write_discard(c, w);
         c->refs--;
         sl_conn_close(c, SL_ECONNRESET, uv_strerror(rc));
     }
@@ -299,9 +322,6 @@ on_connection(uv_stream_t *server, int status)
     conn_start_reading(c);
 }
 
-// Grows the read buffer to hold a frame of frame_size bytes; SL_EFULL leaves it as it is.
-int sl_conn_grow_rbuf(sl_conn *c, size_t frame_size);
-
 int
 sl_conn_grow_rbuf(sl_conn *c, size_t frame_size)
 {
@@ -324,9 +344,6 @@ sl_conn_grow_rbuf(sl_conn *c, size_t frame_size)
     c->rbuf_charged = frame_size;
     return SL_OK;
 }
-
-// Returns to the fixed buffer once a large frame has been consumed.
-void sl_conn_shrink_rbuf(sl_conn *c);
 
 void
 sl_conn_shrink_rbuf(sl_conn *c)
@@ -355,8 +372,12 @@ conns_tick(sl_broker *b, int64_t now)
     while (c != NULL) {
         sl_conn *next = c->next;
         int64_t silent_ms = (now - c->last_recv_ns) / 1000000;
-        if (c->over_credit &&
-            (now - c->over_credit_since_ns) / 1000000 >= b->config.credit_grace_ms) {
+        if (c->not_reading) {
+            sl_conn_close(c, SL_EPROTO,
+                          "did not read its acknowledgements: a whole send "
+                          "allowance of frames stayed unread");
+        } else if (c->over_credit &&
+                   (now - c->over_credit_since_ns) / 1000000 >= b->config.credit_grace_ms) {
             b->stats.disconnects_credit++;
             sl_conn_send_error(c, 0, SL_EPROTO, 0, 0,
                                "sent beyond its credit and did not stop for %" PRId64 " ms",
@@ -440,6 +461,12 @@ on_storage_done(uv_async_t *a)
 
 // ---- lifecycle ---------------------------------------------------------------------------------
 
+static int
+encode_goaway(uint8_t *buf, size_t cap, const void *arg, size_t *len)
+{
+    return sl_proto_encode_goaway(buf, cap, arg, len);
+}
+
 static void
 broker_stop(sl_broker *b, const char *why)
 {
@@ -453,15 +480,8 @@ broker_stop(sl_broker *b, const char *why)
     while (c != NULL) {
         sl_conn *next = c->next;
         sl_proto_goaway g = {.code = 0, .message = {.data = "broker shutting down", .size = 20}};
-        sl_write *w = sl_conn_write_alloc(c, 128);
-        size_t len = 0;
-        if (w != NULL && sl_proto_encode_goaway(w->data, w->size, &g, &len) == SL_OK) {
-            w->size = len;
-            sl_conn_write(c, w);
-        } else if (w != NULL) {
-            sl_budget_release(c->budget, w->charged_bytes, 0);
-            sl_free(w, w->charged_bytes);
-        }
+        int rc = sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES, encode_goaway, &g);
+        SL_UNUSED(rc); // best effort: the connection closes either way
         sl_conn_close(c, SL_OK, NULL);
         c = next;
     }
