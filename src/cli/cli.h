@@ -52,6 +52,15 @@ int sl_cli_parse_size(FILE *err, const char *cmd, const char *opt, const char *t
 int sl_cli_parse_ms(FILE *err, const char *cmd, const char *opt, const char *text, int64_t *out);
 int sl_cli_parse_acks(FILE *err, const char *cmd, const char *text, sl_acks *out);
 
+// Runs getopt_long over argv (argv[0] is the command). --help (option 'h') prints usage to out
+// and returns SL_CLI_HELP_SHOWN; every other option goes to opt(user, option, err), and a non-OK
+// result from it is a usage error (SL_CLI_EXIT_USAGE; opt printed why). SL_CLI_EXIT_OK when all
+// options were taken; positional arguments are left from optind on.
+struct option;
+typedef int (*sl_cli_opt_fn)(void *user, int option, FILE *err);
+int sl_cli_getopt(int argc, char **argv, const char *shorts, const struct option *longs,
+                  const char *usage, FILE *out, FILE *err, sl_cli_opt_fn opt, void *user);
+
 // Renders one record with a kcat-style template (%t %p %o %k %s %T %K %S %%, \n \t \\) to out.
 void sl_cli_format(FILE *out, const char *fmt, const char *topic, const sl_consumed *rec);
 

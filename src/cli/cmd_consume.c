@@ -61,8 +61,9 @@ parse_from(FILE *err, const char *text, consume_opts *o)
 }
 
 static int
-consume_opt(consume_opts *o, int c, FILE *err)
+consume_opt(void *user, int c, FILE *err)
 {
+    consume_opts *o = user;
     uint64_t v = 0;
     int r = SL_OK;
     switch (c) {
@@ -129,20 +130,9 @@ consume_parse(int argc, char **argv, FILE *out, FILE *err, consume_opts *o)
     sl_consumer_config_init(&o->cfg);
     o->cfg.client_id = "sluice-consume";
     o->format = "%s\\n";
-    optind = 0;
-    opterr = 0;
-    for (int i = 0; i < argc; i++) { // bounded by argc
-        int c = getopt_long(argc, argv, "b:t:h", longs, NULL);
-        if (c == -1) {
-            break;
-        }
-        if (c == 'h') {
-            fputs(consume_usage, out);
-            return SL_CLI_HELP_SHOWN;
-        }
-        if (consume_opt(o, c, err) != SL_OK) {
-            return SL_CLI_EXIT_USAGE;
-        }
+    int code = sl_cli_getopt(argc, argv, "b:t:h", longs, consume_usage, out, err, consume_opt, o);
+    if (code != SL_CLI_EXIT_OK) {
+        return code;
     }
     if (optind < argc) {
         return sl_cli_fail(err, "consume", SL_CLI_EXIT_USAGE, "unexpected argument '%s'",

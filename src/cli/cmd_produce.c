@@ -72,8 +72,9 @@ parse_codec(FILE *err, const char *text, sl_compression *out)
 }
 
 static int
-produce_opt(produce_opts *o, int c, FILE *err)
+produce_opt(void *user, int c, FILE *err)
 {
+    produce_opts *o = user;
     uint64_t v = 0;
     int64_t ms = 0;
     int r = SL_OK;
@@ -160,20 +161,9 @@ produce_parse(int argc, char **argv, FILE *out, FILE *err, produce_opts *o)
     o->cfg.client_id = "sluice-produce";
     o->size = 100;
     o->timeout_ms = SL_CLI_TIMEOUT_MS_DEFAULT;
-    optind = 0;
-    opterr = 0;
-    for (int i = 0; i < argc; i++) { // bounded by argc
-        int c = getopt_long(argc, argv, "b:t:h", longs, NULL);
-        if (c == -1) {
-            break;
-        }
-        if (c == 'h') {
-            fputs(produce_usage, out);
-            return SL_CLI_HELP_SHOWN;
-        }
-        if (produce_opt(o, c, err) != SL_OK) {
-            return SL_CLI_EXIT_USAGE;
-        }
+    int code = sl_cli_getopt(argc, argv, "b:t:h", longs, produce_usage, out, err, produce_opt, o);
+    if (code != SL_CLI_EXIT_OK) {
+        return code;
     }
     if (optind < argc) {
         return sl_cli_fail(err, "produce", SL_CLI_EXIT_USAGE, "unexpected argument '%s'",

@@ -37,8 +37,9 @@ parse_policy(FILE *err, const char *text, uint8_t *out)
 }
 
 static int
-topic_opt(topic_opts *o, int c, FILE *err)
+topic_opt(void *user, int c, FILE *err)
 {
+    topic_opts *o = user;
     uint64_t v = 0;
     int64_t ms = 0;
     int r = SL_OK;
@@ -98,23 +99,7 @@ topic_parse(int argc, char **argv, FILE *out, FILE *err, topic_opts *o)
                                           {NULL, 0, NULL, 0}};
     o->timeout_ms = SL_CLI_TIMEOUT_MS_DEFAULT;
     o->config.partition_count = 1;
-    optind = 0;
-    opterr = 0;
-    for (int i = 0; i < argc; i++) { // bounded by argc
-        int c = getopt_long(argc, argv, "b:h", longs, NULL);
-        if (c == -1) {
-            break;
-        }
-        if (c == 'h') {
-            fputs(topic_usage, out);
-            return SL_CLI_HELP_SHOWN;
-        }
-        int r = topic_opt(o, c, err);
-        if (r != SL_OK) {
-            return SL_CLI_EXIT_USAGE;
-        }
-    }
-    return SL_CLI_EXIT_OK;
+    return sl_cli_getopt(argc, argv, "b:h", longs, topic_usage, out, err, topic_opt, o);
 }
 
 static void

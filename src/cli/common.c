@@ -2,6 +2,7 @@
 // codes for library statuses, option value parsing with clear messages, and signal handling.
 #include "cli/cli.h"
 
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,4 +163,26 @@ sl_cli_parse_acks(FILE *err, const char *cmd, const char *text, sl_acks *out)
     }
     sl_cli_fail(err, cmd, 0, "--acks wants none, memory, log or fsync, got '%s'", text);
     return SL_EINVAL;
+}
+
+int
+sl_cli_getopt(int argc, char **argv, const char *shorts, const struct option *longs,
+              const char *usage, FILE *out, FILE *err, sl_cli_opt_fn opt, void *user)
+{
+    optind = 0;
+    opterr = 0;
+    for (int i = 0; i < argc; i++) { // bounded by argc
+        int c = getopt_long(argc, argv, shorts, longs, NULL);
+        if (c == -1) {
+            break;
+        }
+        if (c == 'h') {
+            fputs(usage, out);
+            return SL_CLI_HELP_SHOWN;
+        }
+        if (opt(user, c, err) != SL_OK) {
+            return SL_CLI_EXIT_USAGE;
+        }
+    }
+    return SL_CLI_EXIT_OK;
 }
