@@ -4,6 +4,8 @@
 #   make run      build and start the broker on its embedded default (core benchmark until then)
 #   make test     build three trees (plain, ASan+UBSan, TSan) and run the whole suite
 #   make bench    benchmarks (tables in docs/benchmarks.md)
+#   make bench-overload   the overload workloads (W1-W5) against sluice alone
+#   make bench-peers      the same workloads against NATS, Redis, ZeroMQ, mosquitto and sluice
 #   make soak     long tests (crash rounds, contention) that make test keeps short
 #   make fuzz     run each libFuzzer target for FUZZ_SECONDS
 #   make format / make lint / make install PREFIX=... / make clean
@@ -19,7 +21,8 @@ CMAKE_FLAGS ?=
 CONFIGURE = cmake -S . -B $(1) -DSL_WERROR=$(WERROR) $(CMAKE_FLAGS) $(2) >/dev/null
 SOURCES   = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build run test test-plain test-asan test-tsan bench soak fuzz format lint \
+.PHONY: all deps build run test test-plain test-asan test-tsan bench bench-overload bench-peers \
+        soak fuzz format lint \
         install clean
 
 all: build
@@ -42,6 +45,12 @@ test-plain test-asan test-tsan: deps
 
 bench: build
 	@scripts/bench.sh $(BUILD)
+
+bench-overload: build
+	@scripts/bench-overload.sh $(BUILD) $(ARGS)
+
+bench-peers: build
+	@scripts/bench-peers.sh $(BUILD) $(ARGS)
 
 soak: deps
 	@SL_SOAK=1 scripts/test.sh soak

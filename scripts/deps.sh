@@ -10,6 +10,9 @@ PACKAGES=(
     libmicrohttpd-dev   # the broker's admin HTTP endpoint
     libzmq3-dev     # benchmark baseline: ZeroMQ inproc PUSH/PULL
     libzstd-dev liblz4-dev
+    libjansson-dev libcurl4-openssl-dev   # CLI: JSON operators, admin-port queries
+    librdkafka-dev kcat   # Kafka endpoints of the pipeline runtime; kcat inspects the mock cluster
+    prometheus      # promtool and a real server scrape /metrics in the tests
     clang libclang-rt-14-dev   # libFuzzer and sanitizer runtimes
     clang-format cppcheck
 )
