@@ -11,6 +11,7 @@
 #include <sluice/error.h>
 
 #include "client/client_internal.h"
+#include "client/producer_internal.h"
 #include "core/util.h"
 
 #define PRODUCER_BUFFER_BYTES_DEFAULT (32u * 1024u * 1024u)
@@ -30,16 +31,11 @@
 // An open batch's buffer starts this small and doubles up to the seal size, so a topic with many
 // partitions does not hold a seal-sized buffer per partition for a few records each.
 #define PRODUCER_OPEN_BYTES_INITIAL 4096u
-// Runs of consecutive send sequences a batch tracks for its reports (a routed batch interleaves
-// with other partitions'). A batch whose run table is full is sealed: caps the table at 16 KiB.
-#define PRODUCER_RUNS_INITIAL 4u
-#define PRODUCER_RUNS_MAX     1024u
 // 32-bit FNV-1a (docs/api/client.md, "Routing"): other clients reproduce it to agree on routing.
 #define PRODUCER_FNV_OFFSET_BASIS 2166136261u
 #define PRODUCER_FNV_PRIME        16777619u
 
 _Static_assert(PRODUCER_SEAL_BYTES_MIN <= PRODUCER_SEAL_BYTES_INITIAL, "seal sizes");
-_Static_assert(PRODUCER_RUNS_INITIAL <= PRODUCER_RUNS_MAX, "run table sizes");
 
 // How records find their partition.
 typedef enum producer_mode {
@@ -48,58 +44,6 @@ typedef enum producer_mode {
     PRODUCER_LEGACY,  // partition ANY, the broker cannot describe: one stream, it picks
     PRODUCER_ROUTED,  // partition ANY: one slot (and stream) per partition of the topic
 } producer_mode;
-
-// Records seq .. seq + count - 1 (send sequences) sit next to each other in a batch.
-typedef struct prun {
-    uint64_t seq;
-    uint32_t count;
-} prun;
-
-typedef struct pbatch {
-    struct pbatch *next;
-    uint8_t *buf; // the batch (finished once sealed); freed when acked, charge kept till reported
-    size_t cap;
-    size_t len;
-    sl_batch_builder builder; // while open
-    uint64_t pseq;            // stream sequence of the first record (slot-local, contiguous)
-    uint32_t record_count;
-    uint64_t charge_bytes; // reserved on the buffer budget for these records
-    uint64_t built_pid;    // producer id and wire sequence written into the header
-    uint32_t built_wire_seq;
-    uint32_t acked_count;
-    uint64_t offset; // of the first record, from the first ACK that covered it
-    bool offsets_known;
-    int err;
-    uint32_t partition; // set when retired
-    prun *runs;         // send sequences of the records, in batch order; run_count >= 1 if sealed
-    uint32_t run_count;
-    uint32_t run_cap;
-    uint32_t runs_reported;    // reports handed out so far (one per run)
-    uint32_t records_reported; // records those reports covered
-} pbatch;
-
-// One partition's produce stream and the batches bound for it. Under io.mutex.
-typedef struct pslot {
-    uint32_t partition;    // asked for in OPEN_PRODUCE (SL_PROTO_PARTITION_ANY: broker picks)
-    uint32_t resolved;     // partition of the stream (STREAM_OK), reported with each batch
-    pbatch *open;          // receiving records; NULL when none
-    int64_t open_since_ns; // when open got its first record
-    pbatch *head;          // sealed, oldest first: [head, unsent) sent and unacked
-    pbatch *tail;
-    pbatch *unsent;     // first batch not yet sent on the current stream
-    uint64_t next_pseq; // stream sequence of the next record routed here
-    uint64_t pid;       // broker-assigned producer id; 0 before the first STREAM_OK
-    uint32_t wire_base; // wire sequence = (uint32_t)(stream sequence + wire_base)
-    uint32_t stream_id;
-    bool stream_open;       // OPEN_PRODUCE sent
-    bool stream_ready;      // STREAM_OK received
-    uint32_t seal_bytes;    // the open batch is sealed at this size (adapts to credit)
-    uint64_t credit_window; // most credit seen available at once on the current stream
-    uint64_t granted_bytes; // cumulative credit of the current stream
-    uint64_t sent_bytes;    // cumulative PRODUCE bytes of the current stream
-    bool credit_waiting;
-    int64_t paused_until_ns; // THROTTLE or reopen delay of this stream only
-} pslot;
 
 struct sl_producer {
     sl__io io;
@@ -128,7 +72,6 @@ struct sl_producer {
     sl_producer_stats stats;
 };
 
-static int batch_finish(const sl_producer *p, sl_batch_builder *b, size_t *len_out);
 static void producer_rewind(sl_producer *p, pslot *s);
 
 uint32_t
@@ -146,12 +89,6 @@ sl_partition_for_key(const void *key, size_t size, uint32_t partition_count)
     return h % partition_count;
 }
 
-static uint32_t
-wire_seq(const pslot *s, uint64_t pseq)
-{
-    return (uint32_t)(pseq + s->wire_base);
-}
-
 static void
 slot_init(pslot *s, uint32_t partition, uint32_t batch_bytes)
 {
@@ -165,128 +102,6 @@ static bool
 slot_has_data(const pslot *s)
 {
     return s->head != NULL || (s->open != NULL && s->open->record_count > 0);
-}
-
-static void
-batch_free(pbatch *b)
-{
-    if (b->buf != NULL) {
-        sl_free(b->buf, b->cap);
-    }
-    if (b->runs != NULL) {
-        sl_free(b->runs, (size_t)b->run_cap * sizeof(*b->runs));
-    }
-    sl_free(b, sizeof(*b));
-}
-
-static pbatch *
-batch_new(size_t cap)
-{
-    pbatch *b = sl_calloc(1, sizeof(*b));
-    if (b == NULL) {
-        return NULL;
-    }
-    b->buf = sl_alloc(cap);
-    b->runs = sl_alloc(PRODUCER_RUNS_INITIAL * sizeof(*b->runs));
-    if (b->buf == NULL || b->runs == NULL) {
-        if (b->buf != NULL) {
-            sl_free(b->buf, cap);
-        }
-        if (b->runs != NULL) {
-            sl_free(b->runs, PRODUCER_RUNS_INITIAL * sizeof(*b->runs));
-        }
-        sl_free(b, sizeof(*b));
-        return NULL;
-    }
-    b->cap = cap;
-    b->run_cap = PRODUCER_RUNS_INITIAL;
-    b->offset = SL_OFFSET_NONE;
-    sl_batch_builder_init(&b->builder, b->buf, cap);
-    return b;
-}
-
-// Makes room for one more run: SL_OK, SL_ENOMEM, or SL_EFULL at PRODUCER_RUNS_MAX (seal it).
-static int
-batch_runs_grow(pbatch *b)
-{
-    if (b->run_count < b->run_cap) {
-        return SL_OK;
-    }
-    if (b->run_cap >= PRODUCER_RUNS_MAX) {
-        return SL_EFULL;
-    }
-    uint32_t cap = SL_MIN(b->run_cap * 2, PRODUCER_RUNS_MAX);
-    prun *runs = sl_alloc((size_t)cap * sizeof(*runs));
-    if (runs == NULL) {
-        return SL_ENOMEM;
-    }
-    memcpy(runs, b->runs, (size_t)b->run_count * sizeof(*runs));
-    sl_free(b->runs, (size_t)b->run_cap * sizeof(*b->runs));
-    b->runs = runs;
-    b->run_cap = cap;
-    return SL_OK;
-}
-
-static bool
-batch_run_extends(const pbatch *b, uint64_t seq)
-{
-    const prun *last = b->run_count > 0 ? &b->runs[b->run_count - 1] : NULL;
-    return last != NULL && last->seq + last->count == seq;
-}
-
-// Drops the first n records from a batch's runs (they were moved elsewhere).
-static void
-batch_runs_skip(pbatch *b, uint32_t n)
-{
-    uint32_t k = 0;
-    for (; k < b->run_count && n >= b->runs[k].count; k++) { // bounded by run_count
-        n -= b->runs[k].count;
-    }
-    memmove(b->runs, b->runs + k, (size_t)(b->run_count - k) * sizeof(*b->runs));
-    b->run_count -= k;
-    if (n > 0) {
-        SL_ASSERT(b->run_count > 0);
-        b->runs[0].seq += n;
-        b->runs[0].count -= n;
-    }
-}
-
-// Doubles an open batch's buffer (at least to fit need more bytes), up to limit.
-static int
-batch_grow(pbatch *b, size_t need, size_t limit)
-{
-    size_t cap = SL_MIN(SL_MAX(b->cap * 2, b->builder.used + need), SL_MAX(limit, b->cap));
-    if (cap <= b->cap) {
-        return SL_EFULL;
-    }
-    uint8_t *buf = sl_alloc(cap);
-    if (buf == NULL) {
-        return SL_ENOMEM;
-    }
-    memcpy(buf, b->buf, b->builder.used);
-    sl_free(b->buf, b->cap);
-    b->buf = buf;
-    b->cap = cap;
-    b->builder.buf = buf;
-    b->builder.capacity = cap;
-    return SL_OK;
-}
-
-// Fills r with the next report of a retired batch; true once its last run is reported.
-static bool
-batch_report_next(pbatch *b, sl_delivery_report *r)
-{
-    SL_ASSERT(b->runs_reported < b->run_count);
-    const prun *run = &b->runs[b->runs_reported];
-    *r = (sl_delivery_report){
-        .seq = run->seq,
-        .record_count = run->count,
-        .partition = b->partition,
-        .offset = b->offset == SL_OFFSET_NONE ? SL_OFFSET_NONE : b->offset + b->records_reported,
-        .err = b->err};
-    b->records_reported += run->count;
-    b->runs_reported++;
-    return b->runs_reported == b->run_count;
 }
 
 // Picks the slot after the sticky one for the next keyless batch, preferring one that is not
@@ -315,10 +130,10 @@ producer_seal(sl_producer *p, pslot *s)
     if (b == NULL || b->record_count == 0) {
         return;
     }
-    sl_batch_builder_set_producer(&b->builder, s->pid, wire_seq(s, b->pseq));
+    sl_batch_builder_set_producer(&b->builder, s->pid, sl__pslot_wire_seq(s, b->pseq));
     b->built_pid = s->pid;
-    b->built_wire_seq = wire_seq(s, b->pseq);
-    int err = batch_finish(p, &b->builder, &b->len);
+    b->built_wire_seq = sl__pslot_wire_seq(s, b->pseq);
+    int err = sl__pbatch_finish(p->cfg.compression, &b->builder, &b->len);
     SL_ASSERT(err == SL_OK); // a non-empty batch always finishes (uncompressed at worst)
     s->open = NULL;
     // A batch sealed by linger may fill a fraction of its buffer: keep only what it uses, so
@@ -381,259 +196,13 @@ producer_retire_head(sl_producer *p, pslot *s, int err)
     producer_report_batch(p, b, s->resolved, err);
 }
 
-// Decodes a read record's headers into a temporary array (the builder takes sl_header views);
-// the caller frees *hs_out (*size_out bytes) when it is not NULL.
-static int
-record_headers_view(sl_record *r, sl_header **hs_out, size_t *size_out)
-{
-    sl_header *hs = NULL;
-    size_t hs_size = (size_t)r->header_count * sizeof(*hs);
-    if (r->header_count > 0 && (hs = sl_alloc(hs_size)) == NULL) {
-        return SL_ENOMEM;
-    }
-    int err = SL_OK;
-    sl_header_cursor cur = {0};
-    for (uint16_t h = 0; h < r->header_count && err == SL_OK; h++) {
-        err = sl_record_header_next(r, &cur, &hs[h]);
-    }
-    r->headers = hs;
-    *hs_out = hs;
-    *size_out = hs_size;
-    return err;
-}
-
-// Adds a record read from a batch to another batch, headers included. *cost grows by its
-// buffer cost.
-static int
-record_copy(sl_batch_builder *nb, sl_record *r, uint64_t *cost)
-{
-    sl_header *hs = NULL;
-    size_t hs_size = 0;
-    int err = record_headers_view(r, &hs, &hs_size);
-    if (err == SL_OK) {
-        *cost += sl_budget_record_cost(sl_record_encoded_size(r));
-        err = sl_batch_builder_add(nb, r);
-    }
-    if (hs != NULL) {
-        sl_free(hs, hs_size);
-    }
-    return err;
-}
-
-// Finishes a batch, compressed with the configured codec when there is one. The codec writes to
-// a scratch buffer first (the builder keeps the smaller form); without memory for it, or when
-// compression does not pay, the batch is stored uncompressed, which every reader accepts.
-static int
-batch_finish(const sl_producer *p, sl_batch_builder *b, size_t *len_out)
-{
-    if (p->cfg.compression == SL_COMPRESSION_NONE) {
-        return sl_batch_builder_finish(b, len_out);
-    }
-    size_t scratch_cap = b->used - SL_BATCH_HEADER_BYTES;
-    uint8_t *scratch = sl_alloc(scratch_cap);
-    int err = scratch == NULL ? SL_ENOMEM
-                              : sl_batch_builder_finish_compressed(b, p->cfg.compression, scratch,
-                                                                   scratch_cap, len_out);
-    if (scratch != NULL) {
-        sl_free(scratch, scratch_cap);
-    }
-    return err == SL_OK ? SL_OK : sl_batch_builder_finish(b, len_out);
-}
-
-// The uncompressed form of a batch: src itself, or a decompressed copy in *tmp (caller frees
-// *tmp_cap bytes when *tmp is not NULL).
-static int
-batch_plain(const pbatch *src, const uint8_t **plain, size_t *plain_len, uint8_t **tmp,
-            size_t *tmp_cap)
-{
-    sl_batch_header h;
-    *tmp = NULL;
-    *plain = src->buf;
-    *plain_len = src->len;
-    int err = sl_batch_header_decode(src->buf, src->len, &h);
-    if (err != SL_OK || (h.flags & 7u) == SL_COMPRESSION_NONE) {
-        return err;
-    }
-    err = sl_batch_decompressed_length(&h, tmp_cap);
-    if (err == SL_OK && (*tmp = sl_alloc(*tmp_cap)) == NULL) {
-        err = SL_ENOMEM;
-    }
-    if (err == SL_OK) {
-        err = sl_batch_decompress(src->buf, src->len, *tmp, *tmp_cap, plain_len);
-        *plain = *tmp;
-    }
-    if (err != SL_OK && *tmp != NULL) {
-        sl_free(*tmp, *tmp_cap);
-        *tmp = NULL;
-    }
-    return err;
-}
-
-// Encodes records [from, from + count) of batch src into a new batch of the slot's current
-// producer identity starting at stream sequence pseq. *cost_out gets their buffer cost.
-static int
-batch_encode_range(sl_producer *p, const pslot *s, const pbatch *src, uint32_t from, uint32_t count,
-                   uint64_t pseq, uint8_t **buf_out, size_t *cap_out, size_t *len_out,
-                   uint64_t *cost_out)
-{
-    const uint8_t *plain = NULL;
-    size_t plain_len = 0;
-    uint8_t *tmp = NULL;
-    size_t tmp_cap = 0;
-    int err = batch_plain(src, &plain, &plain_len, &tmp, &tmp_cap);
-    if (err != SL_OK) {
-        return err;
-    }
-    size_t cap = plain_len; // a subset never takes more room than the whole
-    uint8_t *buf = sl_alloc(cap);
-    err = buf == NULL ? SL_ENOMEM : SL_OK;
-    sl_batch_builder nb;
-    sl_batch_iter it;
-    uint64_t cost = 0;
-    if (err == SL_OK) {
-        sl_batch_builder_init(&nb, buf, cap);
-        sl_batch_builder_set_producer(&nb, s->pid, wire_seq(s, pseq));
-        err = sl_batch_iter_init(&it, plain, plain_len);
-    }
-    for (uint32_t i = 0; i < from + count && err == SL_OK; i++) {
-        sl_record r;
-        uint64_t off;
-        err = sl_batch_iter_next(&it, &r, &off);
-        if (err == SL_OK && i >= from) {
-            err = record_copy(&nb, &r, &cost);
-        }
-    }
-    if (err == SL_OK) {
-        err = batch_finish(p, &nb, len_out);
-    }
-    if (tmp != NULL) {
-        sl_free(tmp, tmp_cap);
-    }
-    if (err != SL_OK) {
-        sl_free(buf, buf == NULL ? 0 : cap);
-        return err;
-    }
-    *buf_out = buf;
-    *cap_out = cap;
-    *cost_out = cost;
-    return SL_OK;
-}
-
-// Re-encodes a batch whose header carries a stale producer id or sequence (built before the
-// broker assigned them, or before it forgot this producer).
-static int
-batch_rebuild(sl_producer *p, const pslot *s, pbatch *b)
-{
-    uint8_t *buf = NULL;
-    size_t cap = 0;
-    size_t len = 0;
-    uint64_t cost = 0;
-    int err = batch_encode_range(p, s, b, 0, b->record_count, b->pseq, &buf, &cap, &len, &cost);
-    if (err != SL_OK) {
-        return err;
-    }
-    sl_free(b->buf, b->cap);
-    b->buf = buf;
-    b->cap = cap;
-    b->len = len;
-    b->built_pid = s->pid;
-    b->built_wire_seq = wire_seq(s, b->pseq);
-    return SL_OK;
-}
-
-// The runs of records [half, record_count) of b, as a new table for the second half of a split.
-static int
-batch_runs_tail(const pbatch *b, uint32_t half, prun **runs_out, uint32_t *count_out)
-{
-    uint32_t k = 0;
-    uint32_t before = 0;
-    for (; k < b->run_count && before + b->runs[k].count <= half; k++) { // bounded: run_count
-        before += b->runs[k].count;
-    }
-    SL_ASSERT(k < b->run_count);
-    uint32_t n = b->run_count - k;
-    prun *runs = sl_alloc((size_t)n * sizeof(*runs));
-    if (runs == NULL) {
-        return SL_ENOMEM;
-    }
-    memcpy(runs, b->runs + k, (size_t)n * sizeof(*runs));
-    runs[0].seq += half - before;
-    runs[0].count -= half - before;
-    *runs_out = runs;
-    *count_out = n;
-    return SL_OK;
-}
-
-// Splits an unsent, unacked batch in two halves (the second follows it in the queue), for a
-// batch larger than the credit window the broker offers. The buffer charge is split exactly.
-static int
-batch_split(sl_producer *p, pslot *s, pbatch *b)
-{
-    SL_ASSERT(b->record_count > 1 && b->acked_count == 0);
-    uint32_t half = b->record_count / 2;
-    pbatch *nb = sl_calloc(1, sizeof(*nb));
-    if (nb == NULL) {
-        return SL_ENOMEM;
-    }
-    int err = batch_runs_tail(b, half, &nb->runs, &nb->run_count);
-    nb->run_cap = nb->run_count;
-    uint8_t *a_buf = NULL;
-    size_t a_cap = 0;
-    size_t a_len = 0;
-    uint64_t a_cost = 0;
-    if (err == SL_OK) {
-        err = batch_encode_range(p, s, b, 0, half, b->pseq, &a_buf, &a_cap, &a_len, &a_cost);
-    }
-    if (err == SL_OK) {
-        err = batch_encode_range(p, s, b, half, b->record_count - half, b->pseq + half, &nb->buf,
-                                 &nb->cap, &nb->len, &nb->charge_bytes);
-        if (err != SL_OK) {
-            sl_free(a_buf, a_cap);
-        }
-    }
-    if (err != SL_OK) {
-        batch_free(nb);
-        return err;
-    }
-    // What the records cost when sent stays as charged; the remainder goes with the first half.
-    nb->charge_bytes = SL_MIN(nb->charge_bytes, b->charge_bytes);
-    nb->pseq = b->pseq + half;
-    nb->record_count = b->record_count - half;
-    nb->offset = SL_OFFSET_NONE;
-    nb->built_pid = s->pid;
-    nb->built_wire_seq = wire_seq(s, nb->pseq);
-    nb->next = b->next;
-    sl_free(b->buf, b->cap);
-    b->buf = a_buf;
-    b->cap = a_cap;
-    b->len = a_len;
-    b->record_count = half;
-    // The first half keeps the runs before the cut (and the front part of a cut run).
-    uint32_t keep = b->run_count - nb->run_count;
-    bool cut_inside = nb->runs[0].seq != b->runs[keep].seq;
-    if (cut_inside) {
-        b->runs[keep].count -= nb->runs[0].count;
-        keep++;
-    }
-    b->run_count = keep;
-    b->charge_bytes -= nb->charge_bytes;
-    b->built_pid = s->pid;
-    b->built_wire_seq = wire_seq(s, b->pseq);
-    b->next = nb;
-    if (s->tail == b) {
-        s->tail = nb;
-    }
-    SL_UNUSED(a_cost);
-    return SL_OK;
-}
-
 // Encodes the slot's next unsent batch as one PRODUCE frame if credit and buffer room allow.
 static bool
 producer_send_one(sl_producer *p, pslot *s)
 {
     pbatch *b = s->unsent;
-    if (b->built_pid != s->pid || b->built_wire_seq != wire_seq(s, b->pseq)) {
-        if (batch_rebuild(p, s, b) != SL_OK) {
+    if (b->built_pid != s->pid || b->built_wire_seq != sl__pslot_wire_seq(s, b->pseq)) {
+        if (sl__pbatch_rebuild(p->cfg.compression, s, b) != SL_OK) {
             return false; // retried on the next round
         }
     }
@@ -641,7 +210,7 @@ producer_send_one(sl_producer *p, pslot *s)
     if (s->credit_window > 0 && frame_bytes > s->credit_window && b->record_count > 1 &&
         b->acked_count == 0) {
         // It would wait for credit the broker never offers at once: send it in halves.
-        return batch_split(p, s, b) == SL_OK;
+        return sl__pbatch_split(p->cfg.compression, s, b) == SL_OK;
     }
     if (s->sent_bytes + frame_bytes > s->granted_bytes) {
         if (!s->credit_waiting) {
@@ -653,7 +222,7 @@ producer_send_one(sl_producer *p, pslot *s)
     uint8_t *at = NULL;
     size_t room = sl__conn_room(&p->io.conn, &at);
     sl_proto_produce msg = {.acks = (uint8_t)p->cfg.acks,
-                            .first_seq = wire_seq(s, b->pseq),
+                            .first_seq = sl__pslot_wire_seq(s, b->pseq),
                             .batches = {.data = b->buf, .size_bytes = b->len, .batch_count = 1}};
     size_t len = 0;
     if (sl_proto_encode_produce(at, room, s->stream_id, &msg, &len) != SL_OK) {
@@ -823,7 +392,7 @@ producer_ack_through(sl_producer *p, pslot *s, uint32_t next_wire)
 {
     for (uint32_t i = 0; i < UINT32_MAX && s->head != NULL; i++) { // bounded by the list
         pbatch *b = s->head;
-        int32_t ahead = (int32_t)(next_wire - wire_seq(s, b->pseq));
+        int32_t ahead = (int32_t)(next_wire - sl__pslot_wire_seq(s, b->pseq));
         if (ahead < (int32_t)b->record_count) {
             return; // a batch the broker holds only partly is resent whole (it deduplicates)
         }
@@ -844,7 +413,7 @@ producer_stream_ok(sl_producer *p, pslot *s, const sl_proto_stream_ok *ok)
     uint64_t front =
         s->head != NULL ? s->head->pseq : (s->open != NULL ? s->open->pseq : s->next_pseq);
     bool same = s->pid != 0 && ok->producer_id == s->pid;
-    if (same && (int32_t)(ok->next_seq - wire_seq(s, front)) >= 0) {
+    if (same && (int32_t)(ok->next_seq - sl__pslot_wire_seq(s, front)) >= 0) {
         producer_ack_through(p, s, ok->next_seq);
     } else {
         // A new identity (first connect), or a broker that no longer knows where this producer
@@ -868,7 +437,7 @@ producer_ack(sl_producer *p, pslot *s, const sl_proto_ack *ack)
     // Batches past unsent can be acked too: they were sent before a rewind (TOPIC_FULL).
     for (uint32_t i = 0; i < SL_PROTO_BATCHES_PER_FRAME_MAX && s->head != NULL; i++) {
         pbatch *b = s->head;
-        int32_t covered = (int32_t)(ack->seq_end - wire_seq(s, b->pseq));
+        int32_t covered = (int32_t)(ack->seq_end - sl__pslot_wire_seq(s, b->pseq));
         if (covered <= (int32_t)b->acked_count) {
             return;
         }
@@ -964,7 +533,8 @@ producer_append(sl_producer *p, pslot *s, const sl_record *rec, uint64_t cost, u
     size_t need = SL_BATCH_HEADER_BYTES + sl_record_encoded_size(rec);
     for (int attempt = 0; attempt < 4; attempt++) { // open, grow, seal and open: at most 4 tries
         if (s->open == NULL) {
-            pbatch *b = batch_new(SL_MAX(need, SL_MIN(s->seal_bytes, PRODUCER_OPEN_BYTES_INITIAL)));
+            pbatch *b =
+                sl__pbatch_new(SL_MAX(need, SL_MIN(s->seal_bytes, PRODUCER_OPEN_BYTES_INITIAL)));
             if (b == NULL) {
                 return SL_ENOMEM;
             }
@@ -974,8 +544,8 @@ producer_append(sl_producer *p, pslot *s, const sl_record *rec, uint64_t cost, u
             sl__io_wake(&p->io); // arms the linger timer
         }
         pbatch *b = s->open;
-        bool extends = batch_run_extends(b, seq);
-        int err = extends ? SL_OK : batch_runs_grow(b);
+        bool extends = sl__pbatch_run_extends(b, seq);
+        int err = extends ? SL_OK : sl__pbatch_runs_grow(b);
         bool runs_full = err == SL_EFULL;
         if (err == SL_OK) {
             err = sl_batch_builder_add(&b->builder, rec);
@@ -998,7 +568,7 @@ producer_append(sl_producer *p, pslot *s, const sl_record *rec, uint64_t cost, u
         if (err != SL_EFULL || b->record_count == 0) {
             return err;
         }
-        err = runs_full ? SL_EFULL : batch_grow(b, need, s->seal_bytes);
+        err = runs_full ? SL_EFULL : sl__pbatch_grow(b, need, s->seal_bytes);
         if (err == SL_ENOMEM) {
             return err;
         }
@@ -1020,7 +590,7 @@ batch_reroute(sl_producer *p, pbatch *b)
     uint8_t *tmp = NULL;
     size_t tmp_cap = 0;
     sl_batch_iter it;
-    int err = batch_plain(b, &plain, &plain_len, &tmp, &tmp_cap);
+    int err = sl__pbatch_plain(b, &plain, &plain_len, &tmp, &tmp_cap);
     if (err == SL_OK) {
         err = sl_batch_iter_init(&it, plain, plain_len);
     }
@@ -1032,7 +602,7 @@ batch_reroute(sl_producer *p, pbatch *b)
         size_t hs_size = 0;
         err = sl_batch_iter_next(&it, &r, &off);
         if (err == SL_OK) {
-            err = record_headers_view(&r, &hs, &hs_size);
+            err = sl__record_headers_view(&r, &hs, &hs_size);
         }
         uint64_t cost = err == SL_OK ? sl_budget_record_cost(sl_record_encoded_size(&r)) : 0;
         if (err == SL_OK) {
@@ -1044,7 +614,7 @@ batch_reroute(sl_producer *p, pbatch *b)
         if (err != SL_OK) {
             break;
         }
-        batch_runs_skip(b, 1);
+        sl__pbatch_runs_skip(b, 1);
         b->charge_bytes -= SL_MIN(cost, b->charge_bytes);
     }
     if (tmp != NULL) {
@@ -1087,7 +657,7 @@ producer_resolve(sl_producer *p, uint32_t partition_count)
             producer_report_batch(p, b, 0, err); // those records fail; the rest went on
         } else {
             SL_DEBUG_ASSERT(b->charge_bytes == 0);
-            batch_free(b);
+            sl__pbatch_free(b);
         }
     }
     return SL_OK;
@@ -1210,7 +780,7 @@ producer_unlocked(void *h)
         pthread_mutex_lock(&p->io.mutex);
         pbatch *b = p->done_head;
         sl_delivery_report r;
-        bool last = b != NULL && batch_report_next(b, &r);
+        bool last = b != NULL && sl__pbatch_report_next(b, &r);
         if (last) {
             p->done_head = b->next;
             if (p->done_head == NULL) {
@@ -1228,7 +798,7 @@ producer_unlocked(void *h)
             continue;
         }
         sl_budget_release(p->buffer, b->charge_bytes, b->record_count);
-        batch_free(b);
+        sl__pbatch_free(b);
         if (room && p->cfg.room_cb != NULL) {
             p->cfg.room_cb(p->cfg.room_user);
         }
@@ -1389,7 +959,7 @@ sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap, in
     pbatch **link = &taken;
     for (; n < cap && p->done_head != NULL; n++) { // one report per run
         pbatch *b = p->done_head;
-        if (!batch_report_next(b, &out[n])) {
+        if (!sl__pbatch_report_next(b, &out[n])) {
             continue;
         }
         p->done_head = b->next;
@@ -1408,7 +978,7 @@ sl_producer_poll_reports(sl_producer *p, sl_delivery_report *out, size_t cap, in
         pbatch *b = taken;
         taken = b->next;
         sl_budget_release(p->buffer, b->charge_bytes, b->record_count);
-        batch_free(b);
+        sl__pbatch_free(b);
     }
     if (room && p->cfg.room_cb != NULL) {
         p->cfg.room_cb(p->cfg.room_user);
@@ -1470,7 +1040,7 @@ producer_fail_all(sl_producer *p)
             producer_retire_head(p, s, SL_ECLOSED);
         }
         if (s->open != NULL) {
-            batch_free(s->open); // empty
+            sl__pbatch_free(s->open); // empty
             s->open = NULL;
         }
     }
@@ -1480,12 +1050,12 @@ producer_fail_all(sl_producer *p)
         for (uint32_t k = 0; k < b->run_count && p->cfg.delivery_cb != NULL; k++) {
             sl_delivery_report r;
             if (k >= b->runs_reported) {
-                (void)batch_report_next(b, &r);
+                (void)sl__pbatch_report_next(b, &r);
                 p->cfg.delivery_cb(&r, p->cfg.delivery_user);
             }
         }
         sl_budget_release(p->buffer, b->charge_bytes, b->record_count);
-        batch_free(b);
+        sl__pbatch_free(b);
     }
     p->done_tail = NULL;
 }
