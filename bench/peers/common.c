@@ -197,6 +197,9 @@ void
 pb_prod_finished(pb_run *run, uint32_t p)
 {
     pb_prod_state *ps = &run->sh->prod[p];
+    if (atomic_load(&ps->done)) {
+        return;
+    }
     if (atomic_load(&ps->window_end_ns) == 0) {
         pb_prod_window_end(run, p);
     }

@@ -325,6 +325,25 @@ sample_loop(driver *d)
     }
 }
 
+// Setup runs in a child process too, so that no client library (libnats starts threads) is
+// initialised in the driver before it forks the producers and consumers.
+static int
+run_setup(const pb_system *sys, pb_run *run)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int rc = sys->setup(run);
+        fflush(NULL);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid) {
+        return -1;
+    }
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
 static int
 start_children(const pb_system *sys, driver *d)
 {
@@ -594,7 +613,7 @@ pb_main(const pb_system *sys, int argc, char **argv)
         usage(argv[0]);
         return 2;
     }
-    if (sys->setup != NULL && sys->setup(&run) != 0) {
+    if (sys->setup != NULL && run_setup(sys, &run) != 0) {
         fprintf(stderr, "%s: setup failed\n", sys->name);
         return 1;
     }
