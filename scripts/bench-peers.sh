@@ -7,7 +7,7 @@
 # tables and gnuplot plots under bench-results/ (gitignored).
 #
 #   scripts/bench-peers.sh [BUILD_DIR] [--systems a,b] [--workloads w1,w2,...] [--rounds N]
-#                          [--quick] [--out DIR] [--no-credit] [--no-plots] [--report-only]
+#                          [--first-round N] [--quick] [--out DIR] [--no-credit] [--no-plots] [--report-only]
 #
 # --quick (or SL_BENCH_QUICK=1): short workloads for development (numbers not comparable).
 # Workloads: w1 (acks=log), w1-fsync (sluice only), w2, w2b, w3, w4 (sluice only: w4-alone
@@ -23,6 +23,7 @@ fi
 systems=sluice,nats,redis,zmq,mqtt
 workloads=w1,w1-fsync,w2,w2b,w3,w4,w5
 rounds=2
+first_round=1
 quick=${SL_BENCH_QUICK:-0}
 out=bench-results/peers
 credit=1
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
     --systems) systems=$2; shift 2 ;;
     --workloads) workloads=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --first-round) first_round=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --out) out=$2; shift 2 ;;
     --no-credit) credit=0; shift ;;
@@ -252,7 +254,7 @@ else
     build_clients
 fi
 mkdir -p "$out"
-for r in $(seq "$rounds"); do
+for r in $(seq "$first_round" $((first_round + rounds - 1))); do
     for w in "${wlist[@]}"; do
         for s in "${syslist[@]}"; do
             applies "$s" "$w" || continue

@@ -432,6 +432,7 @@ write_producers(FILE *f, const driver *d, int64_t *start_out, int64_t *wend_out)
 {
     const pb_run *run = d->run;
     uint64_t sent = 0, acked = 0, rej = 0, stalls = 0, lost = 0;
+    uint32_t lane0 = 0; // producers of topic 0
     int64_t start = INT64_MAX, wend = 0, end = 0, in_send = 0, max_send = 0;
     for (uint32_t p = 0; p < run->producers; p++) {
         const pb_prod_state *ps = &run->sh->prod[p];
@@ -448,6 +449,7 @@ write_producers(FILE *f, const driver *d, int64_t *start_out, int64_t *wend_out)
         if (ps->topic != 0) {
             continue;
         }
+        lane0++;
         sent += ps->sent;
         acked += ps->acked;
         rej += ps->rejected;
@@ -467,7 +469,7 @@ write_producers(FILE *f, const driver *d, int64_t *start_out, int64_t *wend_out)
             window > 0 ? (double)sent / window : 0,
             end > start ? (double)acked / secs(end - start) : 0, accepted_steady(d, start, wend));
     fprintf(f, "in_send_pct=%.1f\nmax_send_ms=%.1f\nreject_reason=%s\nnote=%s\n",
-            window > 0 ? 100.0 * secs(in_send) / window / (double)run->producers : 0,
+            window > 0 && lane0 > 0 ? 100.0 * secs(in_send) / window / (double)lane0 : 0,
             (double)max_send / 1e6, p0->reason, p0->note);
     fprintf(f, "window_s=%.2f\n", window);
     *start_out = start;

@@ -42,10 +42,14 @@ set grid
 set multiplot layout 2,2 title '$title'
 set xlabel 'time (s)'
 set key top right
-set title 'offered (dashed) and accepted msgs/s'
-set format y '%.0s%c'
+set title 'offered (dashed) and accepted msgs/s (log scale)'
+set logscale y
+set yrange [1000:*]
+set format y '%.1s%c'
 $(plot_cmd "$w" '$4' ' accepted'), $(plot_cmd "$w" '$3' ' offered' | sed 's/^plot//; s/lw 2/lw 1 dt 2/g')
 set title 'backlog: acked, not yet consumed (msgs)'
+unset logscale y
+set yrange [*:*]
 $(plot_cmd "$w" '$7' '')
 set title 'broker RSS (MB)'
 set format y '%g'
@@ -79,7 +83,7 @@ set grid
 set multiplot layout 1,2 title 'W4: fast topic (capacity 100k/s) alone and beside a topic whose consumer runs at 1 %'
 set xlabel 'time (s)'
 set title 'consumed msgs/s'
-set format y '%.0s%c'
+set format y '%.1s%c'
 plot '$out/w4-alone/sluice/run1/series.csv' using 1:12 with lines lw 2 title 'fast, alone', \
      '$out/w4/sluice/run1/series.csv' using 1:12 with lines lw 2 title 'fast, beside slow', \
      '$out/w4/sluice/run1/series.csv' using 1:13 with lines lw 2 title 'slow topic'
