@@ -318,8 +318,9 @@ uint32_t sl__pipe_ctx_instance(const sl_pipe_ctx *ctx);
 int sl__pipe_route_emit(sl__pipe_instance *inst, const sl_pipe_record *rec, sl__pipe_track *track);
 // Records the downstream instances of inst could take now without waiting (the minimum).
 int64_t sl__pipe_route_credit(const sl__pipe_instance *inst);
-// Returns n records of credit to inst (after processing them), waking a waiting pusher.
-void sl__pipe_credit_return(sl__pipe_instance *inst, int64_t n);
+// Returns n records of credit to inst (after processing them), waking a waiting pusher once
+// enough credit is free, or at once with wake.
+void sl__pipe_credit_return(sl__pipe_instance *inst, int64_t n, bool wake);
 // Tells every downstream instance that one producer instance finished.
 void sl__pipe_route_finish(sl__pipe_instance *inst);
 // Waits (backpressured) until the stage's downstream has credit, up to deadline_ns.

@@ -56,10 +56,13 @@ credit_wait(sl__pipe_instance *to, int64_t deadline_ns)
 }
 
 void
-sl__pipe_credit_return(sl__pipe_instance *inst, int64_t n)
+sl__pipe_credit_return(sl__pipe_instance *inst, int64_t n, bool wake)
 {
-    atomic_fetch_add(&inst->credit, n);
-    if (atomic_load(&inst->credit_waiters) > 0) {
+    int64_t credit = atomic_fetch_add(&inst->credit, n) + n;
+    // Waking a blocked pusher for every record would cost a context switch per record when the
+    // stage is just slower than its upstream: wake once a few slots are free, or when told.
+    int64_t threshold = SL_MAX(SL_MIN(inst->capacity / 8, (int64_t)SL_PIPE_BATCH_MAX / 4), 1);
+    if ((wake || credit >= threshold) && atomic_load(&inst->credit_waiters) > 0) {
         pthread_mutex_lock(&inst->credit_mutex);
         pthread_cond_broadcast(&inst->credit_cond);
         pthread_mutex_unlock(&inst->credit_mutex);
@@ -123,7 +126,7 @@ push_copy(sl__pipe_instance *from, sl__pipe_instance *to, const sl_pipe_record *
     size_t bytes = sizeof(sl__pipe_item) + rec->key_size + rec->value_size;
     sl__pipe_item *item = sl_alloc(bytes);
     if (item == NULL) {
-        sl__pipe_credit_return(to, 1);
+        sl__pipe_credit_return(to, 1, true);
         return SL_ENOMEM;
     }
     item->key_size = rec->key_size;
@@ -142,7 +145,7 @@ push_copy(sl__pipe_instance *from, sl__pipe_instance *to, const sl_pipe_record *
     if (err != SL_OK) {
         sl__pipe_track_release(track);
         sl_free(item, bytes);
-        sl__pipe_credit_return(to, 1);
+        sl__pipe_credit_return(to, 1, true);
         return err;
     }
     sl_counter_inc(&from->out_total);

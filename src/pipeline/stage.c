@@ -239,15 +239,19 @@ batch_run(sl__pipe_instance *inst, sl__pipe_item **items, uint32_t n)
         sl_histogram_record(s->latency, (uint64_t)SL_MAX(latency, 0));
         sl_histogram_record(s->latency_window, (uint64_t)SL_MAX(latency, 0));
         sl_free(item, sl__pipe_item_bytes(item));
+        sl_counter_inc(&inst->in_total);
+        // Credit back record by record, so a slow stage's upstream refills as it goes.
+        sl__pipe_credit_return(inst, 1, false);
     }
     // After a failure, the rest of the batch is dropped without completing (never committed).
     for (; i < n; i++) {
         sl__pipe_track_poison(items[i]->track);
         sl__pipe_track_release(items[i]->track);
         sl_free(items[i], sl__pipe_item_bytes(items[i]));
+        sl_counter_inc(&inst->in_total);
+        sl__pipe_credit_return(inst, 1, false);
     }
-    sl_counter_add(&inst->in_total, n);
-    sl__pipe_credit_return(inst, n);
+    sl__pipe_credit_return(inst, 0, true);
     return err;
 }
 

@@ -45,20 +45,19 @@ time_fill(sl_pipe_stage *s, sl_pipe_stage_stats *out, int64_t now)
     }
 }
 
+// Fill is what the instances hold against their credit: queued plus being processed, since a
+// batch leaves the channel before it is processed.
 static void
 queue_fill(sl_pipe_stage *s, sl_pipe_stage_stats *out)
 {
     uint32_t n = active_count(s);
     for (uint32_t i = 0; i < n && s->kind != SL__PIPE_SOURCE; i++) {
         const sl__pipe_instance *inst = &s->instances[i];
-        if (inst->input == NULL) {
-            continue;
-        }
-        sl_channel_stats cs;
-        sl_channel_stats_get(inst->input, &cs);
-        double fill = (double)cs.depth_records / (double)inst->capacity;
+        int64_t held = inst->capacity - atomic_load(&inst->credit);
+        held = SL_MAX(held, 0);
+        double fill = (double)held / (double)inst->capacity;
         out->queue_fill = SL_MAX(out->queue_fill, SL_MIN(fill, 1.0));
-        out->queued_records += cs.depth_records;
+        out->queued_records += (uint64_t)held;
         out->queue_capacity_records += (uint64_t)inst->capacity;
     }
 }
