@@ -495,7 +495,11 @@ instance_channel(sl_pipe_stage *s, sl__pipe_instance *inst)
     sl_pipeline *p = s->pipeline;
     char name[SL_NAME_MAX + 16]; // the channel truncates to SL_NAME_MAX - 1
     snprintf(name, sizeof(name), "%s/%u", s->name, inst->index);
-    uint64_t ring = (uint64_t)pow2_at_least(s->cfg.queue_records) * SL_PIPE_RING_SLOT_BYTES;
+    // The channel's worst case, reserved once: its ring, queue_bytes of records, and the
+    // per-record overhead of a full queue. Reserving up front (instead of per push) keeps the
+    // budget's lock off the record path, and a pipeline that does not fit fails at start.
+    uint64_t ring = (uint64_t)pow2_at_least(s->cfg.queue_records) * SL_PIPE_RING_SLOT_BYTES +
+                    s->cfg.queue_bytes + (uint64_t)s->cfg.queue_records * SL_RECORD_OVERHEAD_BYTES;
     int err = sl_budget_reserve(p->budget, ring, 0);
     if (err != SL_OK) {
         return err;
@@ -505,7 +509,7 @@ instance_channel(sl_pipe_stage *s, sl__pipe_instance *inst)
         .kind = s->spsc_input ? SL_CHANNEL_SPSC : SL_CHANNEL_MPMC,
         .capacity_records = s->cfg.queue_records,
         .capacity_bytes = s->cfg.queue_bytes,
-        .budget = p->budget,
+        .budget = NULL, // reserved above
         .full_policy = SL_FULL_BLOCK,
         .drop_cb = item_drop,
     };
@@ -804,6 +808,11 @@ join_all(sl_pipeline *p)
         atomic_store(&p->controller_stop, 1);
         pthread_join(p->controller, NULL);
         p->controller_started = false;
+        // The last latencies into the exported histograms (every instance has stopped).
+        for (uint32_t t = 0; t < p->stage_count; t++) {
+            sl_histogram_merge(p->topo[t]->latency, p->topo[t]->latency_window);
+            sl_histogram_reset(p->topo[t]->latency_window);
+        }
     }
     pthread_mutex_unlock(&p->join_mutex);
 }

@@ -144,8 +144,8 @@ struct sl_pipe_ctx {
 struct sl__pipe_instance {
     sl_pipe_stage *stage;
     uint32_t index;
-    sl_channel *input; // NULL for sources
-    uint64_t ring_bytes_reserved;
+    sl_channel *input;            // NULL for sources
+    uint64_t ring_bytes_reserved; // the channel's worst case, held on the pipeline budget
     // Credit: records this instance may still be given (capacity - held, where held counts
     // queued records and those being processed). Pushers spend, the instance returns after
     // processing. Waiters sleep on credit_cond.
@@ -166,6 +166,8 @@ struct sl__pipe_instance {
     _Atomic uint32_t parked;
     sl_timeacct *time;
     sl_time_state time_state; // the writer's current state (thread-local view)
+    int64_t now_ns;           // the instance's last clock read (its own thread): stamps the
+                              // records it emits, so each record costs one clock read a stage
     sl_counter in_total;
     sl_counter out_total;
     sl_counter dropped_total; // dropped by policy (sample): counted, completes at once
@@ -224,8 +226,8 @@ struct sl_pipe_stage {
     uint32_t out_count;
     uint32_t in_edges[SL_PIPE_EDGES_MAX];
     uint32_t in_count;
-    sl_histogram *latency;        // lifetime, exported
-    sl_histogram *latency_window; // since the last controller sample
+    sl_histogram *latency;        // lifetime, exported; the controller folds the window in
+    sl_histogram *latency_window; // recorded by instances since the last controller sample
     sl__pipe_sample sample;       // guarded by the pipeline's stats mutex
     // Rescale protocol: emitters into this stage announce themselves; a rescale pauses them.
     _Atomic uint32_t pause_in;

@@ -140,7 +140,8 @@ push_copy(sl__pipe_instance *from, sl__pipe_instance *to, const sl_pipe_record *
     }
     item->track = track;
     sl__pipe_track_ref(track, 1);
-    item->enqueued_ns = sl_now_ns();
+    // The clock read at the start of this input's processing (or of the source's poll).
+    item->enqueued_ns = from->now_ns;
     err = channel_put(from, to, item);
     if (err != SL_OK) {
         sl__pipe_track_release(track);

@@ -22,7 +22,8 @@ sl__pipe_instance_enter(sl__pipe_instance *inst, sl_time_state state)
 {
     if (inst->time_state != state) {
         inst->time_state = state;
-        sl_timeacct_enter(inst->time, state, sl_now_ns());
+        inst->now_ns = sl_now_ns();
+        sl_timeacct_enter(inst->time, state, inst->now_ns);
     }
 }
 
@@ -235,8 +236,8 @@ batch_run(sl__pipe_instance *inst, sl__pipe_item **items, uint32_t n)
     for (; i < n && err == SL_OK; i++) {
         sl__pipe_item *item = items[i];
         err = s->kind == SL__PIPE_SINK ? sink_one(inst, item) : operator_one(inst, item);
-        int64_t latency = sl_now_ns() - item->enqueued_ns;
-        sl_histogram_record(s->latency, (uint64_t)SL_MAX(latency, 0));
+        inst->now_ns = sl_now_ns();
+        int64_t latency = inst->now_ns - item->enqueued_ns;
         sl_histogram_record(s->latency_window, (uint64_t)SL_MAX(latency, 0));
         sl_free(item, sl__pipe_item_bytes(item));
         sl_counter_inc(&inst->in_total);
@@ -277,7 +278,7 @@ static void
 sink_idle(sl__pipe_instance *inst, int64_t *last_poll)
 {
     const sl_pipe_sink_ops *ops = inst->stage->sink_ops;
-    int64_t now = sl_now_ns();
+    int64_t now = inst->now_ns;
     if (ops->poll != NULL && now - *last_poll >= SL_PIPE_TICK_NS) {
         ops->poll(inst->state, now);
         *last_poll = now;
@@ -322,12 +323,20 @@ input_run(sl__pipe_instance *inst)
         if (park_check(inst)) {
             return; // retired by a rescale: its downstream counts were adjusted there
         }
-        sl__pipe_instance_enter(inst, SL_TIME_IDLE);
         uint32_t n = 0;
+        // Try first: a stage that keeps finding input stays busy without reading the clock.
         int err = sl_channel_pop_batch(inst->input, (void **)items, NULL, SL_PIPE_BATCH_MAX, &n,
-                                       sl_now_ns() + wait_ns);
+                                       SL_DEADLINE_NOW);
+        if (err == SL_EAGAIN) {
+            sl__pipe_instance_enter(inst, SL_TIME_IDLE);
+            err = sl_channel_pop_batch(inst->input, (void **)items, NULL, SL_PIPE_BATCH_MAX, &n,
+                                       inst->now_ns + wait_ns);
+        }
         if (err == SL_ECLOSED) {
             break;
+        }
+        if (err == SL_ETIMEDOUT) {
+            inst->now_ns = sl_now_ns();
         }
         if (err == SL_OK) {
             sl__pipe_instance_enter(inst, SL_TIME_BUSY);

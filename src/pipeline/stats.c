@@ -134,7 +134,11 @@ sl__pipeline_sample(sl_pipeline *p, int64_t now_ns)
         uint64_t in = 0;
         uint64_t out = 0;
         totals(s, &in, &out);
+        // The last second's latencies go into the lifetime histogram (exported); a value
+        // recorded in the instant between the merge and the reset may be lost (one record
+        // path, not two, is worth it).
         double p99 = (double)sl_histogram_quantile(s->latency_window, 0.99) * 1e-9;
+        sl_histogram_merge(s->latency, s->latency_window);
         sl_histogram_reset(s->latency_window);
         pthread_mutex_lock(&p->stats_mutex);
         sl__pipe_sample *sm = &s->sample;
