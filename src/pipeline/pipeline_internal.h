@@ -298,6 +298,12 @@ void sl__pipeline_sample(sl_pipeline *p, int64_t now_ns);
 int sl__pipeline_metrics_register(sl_pipeline *p);
 void sl__pipeline_metrics_unregister(sl_pipeline *p);
 
+// Calls the stats hook of every source and sink instance (sl_pipe_source_ops.stats), for a
+// scrape handler (`sluice pipe`'s /metrics) to run before it encodes registry. Call it from one
+// thread at a time, between sl_pipeline_start and sl_pipeline_free; the endpoints' states
+// live until free.
+void sl__pipeline_endpoint_stats(sl_pipeline *p, sl_metrics_registry *registry);
+
 // The autoscaler attaches here: fn runs on the controller thread once a second after the
 // stats sample, free_fn(state) when the pipeline is freed. Call before sl_pipeline_start.
 void sl__pipeline_set_controller(sl_pipeline *p, sl__pipe_controller_fn fn,
@@ -318,6 +324,11 @@ uint32_t sl__pipe_ctx_instance(const sl_pipe_ctx *ctx);
 // Sends a record from inst along every out edge, per the edge's route. Takes a completion
 // reference on track per copy. SL_OK, SL_ECLOSED when stopping.
 int sl__pipe_route_emit(sl__pipe_instance *inst, const sl_pipe_record *rec, sl__pipe_track *track);
+// Passes an input item on unchanged (a filter's pass) when the stage has one out edge to one
+// instance: the item, with its reference, moves downstream without a copy. SL_ENOTSUP when the
+// record would need copies (the caller emits instead); other errors as sl__pipe_route_emit
+// (the caller keeps the item).
+int sl__pipe_route_move(sl__pipe_instance *inst, sl__pipe_item *item);
 // Records the downstream instances of inst could take now without waiting (the minimum).
 int64_t sl__pipe_route_credit(const sl__pipe_instance *inst);
 // Returns n records of credit to inst (after processing them), waking a waiting pusher once

@@ -161,9 +161,10 @@ item_view(const sl__pipe_item *item, sl_pipe_record *rec)
 }
 
 // Processes one input of an operator. The item's reference is released here (or moved into a
-// window); the item's memory is freed by the caller.
+// window); the item's memory is freed by the caller unless *moved (a filter passed the item
+// itself downstream).
 static int
-operator_one(sl__pipe_instance *inst, sl__pipe_item *item)
+operator_one(sl__pipe_instance *inst, sl__pipe_item *item, bool *moved)
 {
     sl_pipe_stage *s = inst->stage;
     sl_pipe_record rec;
@@ -177,7 +178,16 @@ operator_one(sl__pipe_instance *inst, sl__pipe_item *item)
         err = s->process_fn(&inst->ctx, &rec, inst->state);
         break;
     case SL__PIPE_FILTER:
-        if (s->filter_fn(&rec, inst->state)) {
+        if (!s->filter_fn(&rec, inst->state)) {
+            break;
+        }
+        err = sl__pipe_route_move(inst, item);
+        if (err == SL_OK) {
+            *moved = true;
+            inst->ctx.input_track = NULL;
+            return SL_OK;
+        }
+        if (err == SL_ENOTSUP) {
             err = sl_pipe_emit(&inst->ctx, &rec);
         }
         break;
@@ -235,11 +245,15 @@ batch_run(sl__pipe_instance *inst, sl__pipe_item **items, uint32_t n)
     uint32_t i = 0;
     for (; i < n && err == SL_OK; i++) {
         sl__pipe_item *item = items[i];
-        err = s->kind == SL__PIPE_SINK ? sink_one(inst, item) : operator_one(inst, item);
+        int64_t enqueued_ns = item->enqueued_ns;
+        bool moved = false;
+        err = s->kind == SL__PIPE_SINK ? sink_one(inst, item) : operator_one(inst, item, &moved);
         inst->now_ns = sl_now_ns();
-        int64_t latency = inst->now_ns - item->enqueued_ns;
+        int64_t latency = inst->now_ns - enqueued_ns;
         sl_histogram_record(s->latency_window, (uint64_t)SL_MAX(latency, 0));
-        sl_free(item, sl__pipe_item_bytes(item));
+        if (!moved) {
+            sl_free(item, sl__pipe_item_bytes(item));
+        }
         sl_counter_inc(&inst->in_total);
         // Credit back record by record, so a slow stage's upstream refills as it goes.
         sl__pipe_credit_return(inst, 1, false);

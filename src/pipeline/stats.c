@@ -457,3 +457,25 @@ sl__pipeline_metrics_unregister(sl_pipeline *p)
         s->series_count = 0;
     }
 }
+
+void
+sl__pipeline_endpoint_stats(sl_pipeline *p, sl_metrics_registry *registry)
+{
+    if (!p->started || registry == NULL) {
+        return;
+    }
+    for (uint32_t t = 0; t < p->stage_count; t++) {
+        sl_pipe_stage *s = p->topo[t];
+        for (uint32_t i = 0; i < active_count(s); i++) {
+            void *state = s->instances[i].state;
+            if (state == NULL) {
+                continue;
+            }
+            if (s->kind == SL__PIPE_SOURCE && s->source_ops->stats != NULL) {
+                s->source_ops->stats(state, registry, s->name);
+            } else if (s->kind == SL__PIPE_SINK && s->sink_ops->stats != NULL) {
+                s->sink_ops->stats(state, registry, s->name);
+            }
+        }
+    }
+}
