@@ -126,7 +126,13 @@ source_run(sl__pipe_instance *inst)
                     return;
                 }
             }
-            sl__pipe_route_wait_credit(inst, now + SL_PIPE_WAIT_SLICE_NS);
+            if (sl__pipe_source_track_room(inst->track) == 0) {
+                // Credit is there but every tracking entry is in flight (a window holds them):
+                // completions come from other threads without a wake-up, so poll for them.
+                sl__pipe_sleep_ns(STAGE_DRAIN_POLL_NS);
+            } else {
+                sl__pipe_route_wait_credit(inst, now + SL_PIPE_WAIT_SLICE_NS);
+            }
             continue;
         }
         // Waiting for data inside poll is idle; sl_pipe_source_emit switches to busy.
