@@ -283,6 +283,13 @@ sl__pipeline_aborting(const sl_pipeline *p)
     return atomic_load_explicit(&p->aborting, memory_order_acquire) != 0;
 }
 
+// Writes "name: msg" (or msg) into err when err is not NULL.
+void sl__pipe_err_set(char *err, size_t err_size, const char *msg, const char *name);
+
+// graph.c: checks and sorts the graph at start (message in err); frees a stage.
+int sl__pipeline_graph_check(sl_pipeline *p, char *err, size_t err_size);
+void sl__pipe_stage_free(sl_pipe_stage *s);
+
 // Records the first error and makes every worker stop.
 void sl__pipeline_fail(sl_pipeline *p, int err);
 // An instance thread finished (wakes sl_pipeline_wait).
