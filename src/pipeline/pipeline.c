@@ -41,7 +41,7 @@ sl__pipe_sleep_ns(int64_t ns)
     (void)nanosleep(&ts, NULL);
 }
 
-static void
+void
 sl__pipe_err_set(char *err, size_t err_size, const char *msg, const char *name)
 {
     if (err != NULL && err_size > 0) {
