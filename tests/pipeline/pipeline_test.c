@@ -135,6 +135,11 @@ chain_run(chain *c)
     char err[256];
     assert_int_equal(sl_pipeline_start(c->p, err, sizeof(err)), SL_OK);
     assert_int_equal(sl_pipeline_wait(c->p, sl_deadline_after_ms(WAIT_MS)), SL_OK);
+    // Credit: no stage ever held more than its queue capacity (the credit code's own mark).
+    for (uint32_t i = 0; i < sl__pipeline_stage_count(c->p); i++) {
+        sl_pipe_stage *s = sl__pipeline_stage_at(c->p, i);
+        assert_true(sl__pipe_stage_held_max(s) <= sl__pipe_stage_capacity(s));
+    }
 }
 
 static void
