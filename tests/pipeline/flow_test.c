@@ -261,13 +261,13 @@ test_flow_explain_names_the_delay_stage(void **state)
     assert_int_equal(sl_pipeline_add_source(p, "gen", sl_pipe_find_source("gen"), &gen, NULL, &src),
                      SL_OK);
     sl_pipe_stage *map = add_map(p, "map", 1);
-    sl_pipe_delay_config delay = {.per_record_ns = 200000, .spin = false};
+    sl__pipe_delay_config delay = {.per_record_ns = 200000, .spin = false};
     sl_pipe_stage_config dc;
     sl_pipe_stage_config_init(&dc);
     dc.queue_records = QUEUE;
     dc.queue_bytes = QUEUE_BYTES;
     sl_pipe_stage *slow = NULL;
-    assert_int_equal(sl_pipeline_add_process(p, "slow", sl_pipe_op_delay, &delay, &dc, &slow),
+    assert_int_equal(sl_pipeline_add_process(p, "slow", sl__pipe_op_delay, &delay, &dc, &slow),
                      SL_OK);
     sl_pipe_callback_sink cb = {.fn = slow_sink, .user = s};
     sl_pipe_endpoint out = {.uri = "callback:", .user = &cb};

@@ -168,13 +168,13 @@ test_ops_sample_keeps_one_in_n_and_counts_drops(void **state)
     static const sl_pipe_option opts[] = {{"count", "1000"}};
     rig r;
     rig_build(&r, opts, 1, NULL, &c);
-    sl_pipe_sample_config sample = {.keep_one_in = 10};
+    sl__pipe_sample_config sample = {.keep_one_in = 10};
     sl_pipe_stage_config sc;
     sl_pipe_stage_config_init(&sc);
-    sc.init = sl_pipe_op_sample_init;
-    sc.fini = sl_pipe_op_sample_fini;
-    assert_int_equal(sl_pipeline_add_process(r.p, "sample", sl_pipe_op_sample, &sample, &sc, &r.op),
-                     SL_OK);
+    sc.init = sl__pipe_op_sample_init;
+    sc.fini = sl__pipe_op_sample_fini;
+    assert_int_equal(
+        sl_pipeline_add_process(r.p, "sample", sl__pipe_op_sample, &sample, &sc, &r.op), SL_OK);
     rig_connect_start(&r);
     assert_int_equal(sl_pipeline_wait(r.p, sl_deadline_after_ms(WAIT_MS)), SL_OK);
     assert_int_equal(atomic_load(&c.total), 100);
@@ -196,12 +196,12 @@ test_ops_ratelimit_and_bursts_pace_records(void **state)
     static const sl_pipe_option opts[] = {{"count", "300"}};
     rig r;
     rig_build(&r, opts, 1, NULL, &c);
-    sl_pipe_ratelimit_config rl = {.rate_per_s = 1000, .burst = 10};
+    sl__pipe_ratelimit_config rl = {.rate_per_s = 1000, .burst = 10};
     sl_pipe_stage_config sc;
     sl_pipe_stage_config_init(&sc);
-    sc.init = sl_pipe_op_ratelimit_init;
-    sc.fini = sl_pipe_op_ratelimit_fini;
-    assert_int_equal(sl_pipeline_add_process(r.p, "rl", sl_pipe_op_ratelimit, &rl, &sc, &r.op),
+    sc.init = sl__pipe_op_ratelimit_init;
+    sc.fini = sl__pipe_op_ratelimit_fini;
+    assert_int_equal(sl_pipeline_add_process(r.p, "rl", sl__pipe_op_ratelimit, &rl, &sc, &r.op),
                      SL_OK);
     int64_t t0 = sl_now_ns();
     rig_connect_start(&r);
@@ -260,8 +260,8 @@ test_ops_stop_with_drain_commits_everything_emitted(void **state)
     seq_source seq = {.limit = 0, .committed = -1};
     rig r;
     rig_build(&r, NULL, 0, &seq, &c);
-    sl_pipe_delay_config delay = {.per_record_ns = 20000};
-    assert_int_equal(sl_pipeline_add_process(r.p, "delay", sl_pipe_op_delay, &delay, NULL, &r.op),
+    sl__pipe_delay_config delay = {.per_record_ns = 20000};
+    assert_int_equal(sl_pipeline_add_process(r.p, "delay", sl__pipe_op_delay, &delay, NULL, &r.op),
                      SL_OK);
     rig_connect_start(&r);
     assert_int_equal(sl_pipeline_wait(r.p, sl_deadline_after_ms(300)), SL_ETIMEDOUT);
