@@ -189,7 +189,7 @@ typedef void (*sl_pipe_decision_cb)(const sl_pipe_scale_decision *d, void *user)
 
 typedef struct sl_pipeline_config {
     const char *name;             // metrics label (default "pipeline")
-    uint64_t memory_budget_bytes; // all channels together (default 256 MiB)
+    uint64_t memory_budget_bytes; // channels and tracking tables together (default 256 MiB)
     sl_pipe_autoscale_config autoscale;
     sl_pipe_decision_cb decision_cb; // optional, on the controller thread
     void *decision_user;
