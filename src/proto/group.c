@@ -171,7 +171,8 @@ check_assign_head(const sl_proto_assign *a)
     if (a->generation == 0) {
         return "ASSIGN generation 0";
     }
-    if (a->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN || a->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
+    if (a->heartbeat_ms < SL_PROTO_HEARTBEAT_MS_MIN ||
+        a->heartbeat_ms > SL_PROTO_HEARTBEAT_MS_MAX) {
         return "ASSIGN heartbeat interval out of range";
     }
     if (!sl__name_ok(a->group) || !sl__name_ok(a->topic) || !member_id_ok(a->member_id, false)) {
