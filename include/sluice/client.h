@@ -275,6 +275,20 @@ typedef void (*sl_stat_cb)(const char *name, uint64_t value, void *user);
 SL_API SL_MUST_USE int sl_admin_stats(sl_admin *a, const char *topic, int64_t deadline_ns,
                                       sl_stat_cb cb, void *user);
 
+// Consumer groups (the broker speaks protocol version 2). Calls cb for every (group, topic) the
+// broker coordinates: its generation, live members and partitions.
+typedef void (*sl_group_cb)(const char *group, const char *topic, uint32_t generation,
+                            uint32_t member_count, uint32_t partition_count, void *user);
+SL_API SL_MUST_USE int sl_admin_list_groups(sl_admin *a, int64_t deadline_ns, sl_group_cb cb,
+                                            void *user);
+
+// Describes group on topic: cb gets the decoded answer (valid during the call only; walk it with
+// sl_proto_group_members_next and sl_proto_group_info_partition). SL_ENOENT: no such group.
+typedef void (*sl_group_info_cb)(const sl_proto_group_info *info, void *user);
+SL_API SL_MUST_USE int sl_admin_describe_group(sl_admin *a, const char *group, const char *topic,
+                                               int64_t deadline_ns, sl_group_info_cb cb,
+                                               void *user);
+
 // Resolves the broker address to use: text if not NULL/empty, else $SLUICE_BROKER, else
 // 127.0.0.1:7420. Fills host (size >= 256) and port; err gets a message. SL_OK or SL_EINVAL.
 SL_API SL_MUST_USE int sl_client_resolve_broker(const char *text, char *host, size_t host_size,
