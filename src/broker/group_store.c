@@ -245,8 +245,71 @@ dlq_topic(sl_broker *b, const char *topic, bool create)
     return t;
 }
 
-// Finds the record at offset in the batches buf[0..len) and builds its dead letter (the record
-// with a "sluice-dlq" header naming where it came from) into out. Returns the batch length or 0.
+// Builds the dead letter of record r: the same record with a "sluice-dlq" header naming where it
+// came from. Returns the batch length in out, or 0.
+static size_t
+build_from_record(sl_record r, const char *origin, uint64_t producer_id, uint32_t seq, uint8_t *out,
+                  size_t cap)
+{
+    sl_header hs[SL_GROUP_DLQ_HEADERS_MAX + 1];
+    sl_header_cursor cur = {0};
+    uint16_t n = 0;
+    while (n < SL_GROUP_DLQ_HEADERS_MAX && sl_record_header_next(&r, &cur, &hs[n]) == SL_OK) {
+        n++;
+    }
+    hs[n++] = (sl_header){.name = "sluice-dlq",
+                          .name_size = 10,
+                          .value = origin,
+                          .value_size = (uint32_t)strlen(origin)};
+    r.headers = hs;
+    r.header_count = n;
+    r.raw_headers = NULL;
+    r.raw_headers_size = 0;
+    sl_batch_builder bb;
+    sl_batch_builder_init(&bb, out, cap);
+    sl_batch_builder_set_producer(&bb, producer_id, seq);
+    size_t blen = 0;
+    if (sl_batch_builder_add(&bb, &r) != SL_OK || sl_batch_builder_finish(&bb, &blen) != SL_OK) {
+        return 0;
+    }
+    return blen;
+}
+
+// Finds the record at offset in one batch (decompressed first if need be) and builds its dead
+// letter into out. Returns the batch length or 0.
+static size_t
+dead_letter_of_batch(const uint8_t *batch, const sl_batch_header *h, uint64_t offset,
+                     const char *origin, uint64_t producer_id, uint32_t seq, uint8_t *out,
+                     size_t cap)
+{
+    size_t plain_len = h->length;
+    if (sl_batch_decompressed_length(h, &plain_len) != SL_OK) {
+        return 0;
+    }
+    uint8_t *plain = sl_alloc(plain_len);
+    if (plain == NULL ||
+        sl_batch_decompress(batch, h->length, plain, plain_len, &plain_len) != SL_OK) {
+        sl_free(plain, plain != NULL ? plain_len : 0);
+        return 0;
+    }
+    size_t blen = 0;
+    sl_batch_iter it;
+    sl_record r;
+    uint64_t off = 0;
+    if (sl_batch_iter_init(&it, plain, plain_len) == SL_OK) {
+        // Bounded by the batch's record count.
+        while (blen == 0 && sl_batch_iter_next(&it, &r, &off) == SL_OK) {
+            if (off == offset) {
+                blen = build_from_record(r, origin, producer_id, seq, out, cap);
+                break;
+            }
+        }
+    }
+    sl_free(plain, plain_len);
+    return blen;
+}
+
+// Finds the batch holding offset in buf[0..len) and builds the record's dead letter into out.
 static size_t
 build_dead_letter(const uint8_t *buf, size_t len, uint64_t offset, const char *origin,
                   uint64_t producer_id, uint32_t seq, uint8_t *out, size_t cap)
@@ -260,41 +323,8 @@ build_dead_letter(const uint8_t *buf, size_t len, uint64_t offset, const char *o
         }
         const uint8_t *batch = buf + used;
         used += h.length;
-        sl_batch_iter it;
-        if (offset >= h.base_offset + h.record_count ||
-            sl_batch_iter_init(&it, batch, h.length) != SL_OK) {
-            continue; // a compressed batch cannot be walked here: the record stays undelivered
-        }
-        sl_record r;
-        uint64_t off = 0;
-        while (sl_batch_iter_next(&it, &r, &off) == SL_OK) {
-            if (off != offset) {
-                continue;
-            }
-            sl_header hs[SL_GROUP_DLQ_HEADERS_MAX + 1];
-            sl_header_cursor cur = {0};
-            uint16_t n = 0;
-            while (n < SL_GROUP_DLQ_HEADERS_MAX &&
-                   sl_record_header_next(&r, &cur, &hs[n]) == SL_OK) {
-                n++;
-            }
-            hs[n++] = (sl_header){.name = "sluice-dlq",
-                                  .name_size = 10,
-                                  .value = origin,
-                                  .value_size = (uint32_t)strlen(origin)};
-            r.headers = hs;
-            r.header_count = n;
-            r.raw_headers = NULL;
-            r.raw_headers_size = 0;
-            sl_batch_builder bb;
-            sl_batch_builder_init(&bb, out, cap);
-            sl_batch_builder_set_producer(&bb, producer_id, seq);
-            size_t blen = 0;
-            if (sl_batch_builder_add(&bb, &r) != SL_OK ||
-                sl_batch_builder_finish(&bb, &blen) != SL_OK) {
-                return 0;
-            }
-            return blen;
+        if (offset >= h.base_offset && offset < h.base_offset + h.record_count) {
+            return dead_letter_of_batch(batch, &h, offset, origin, producer_id, seq, out, cap);
         }
     }
     return 0;
@@ -327,7 +357,7 @@ sl_group_dead_letter(sl_broker *b, sl_group *g, uint32_t partition, uint64_t off
     size_t blen = build_dead_letter(b->scratch, len, offset, origin, g->dlq_producer_id,
                                     slot->next_seq, out, b->scratch_size / 2);
     if (blen == 0) {
-        sl_broker_log(b, 1, "group %s: record %s cannot be dead-lettered (compressed or too big)",
+        sl_broker_log(b, 1, "group %s: record %s cannot be dead-lettered (unreadable or too big)",
                       g->name, origin);
         return SL_ENOTSUP;
     }
