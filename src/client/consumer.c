@@ -754,7 +754,7 @@ sl_consumer_free(sl_consumer *c)
                sl__io_wait(&c->io, deadline)) { // bounded by deadline
         }
         if (c->group_mode && c->io.connected) {
-            sl__group_leave(c); // encoded after the commits: the broker stores them first
+            sl__group_leave(c, deadline); // after the commits: the broker stores them first
         }
         pthread_mutex_unlock(&c->io.mutex);
         // The COMMIT is encoded; give the I/O thread one round to write it.

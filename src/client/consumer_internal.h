@@ -52,6 +52,8 @@ typedef struct sl__cgroup {
     int64_t heartbeat_at_ns;
     int64_t rejoin_at_ns;
     uint64_t rebalances_seen; // ASSIGNs with a new generation
+    bool leave_wanted;        // set by sl_consumer_free; the I/O thread encodes LEAVE_GROUP
+    bool leave_sent;
     // Assignment changes for the assign_cb, called outside the lock.
     bool notify;
     uint32_t notify_generation;
@@ -98,7 +100,8 @@ int sl__group_frame(sl_consumer *c, const sl_frame *f, int64_t now_ns);
 void sl__group_disconnected(sl_consumer *c);
 // Calls the assign_cb if an assignment changed (no lock held).
 void sl__group_unlocked(sl_consumer *c);
-// Best-effort LEAVE_GROUP before close (the broker then moves partitions at once).
-void sl__group_leave(sl_consumer *c);
+// Best-effort LEAVE_GROUP before close (the broker then moves partitions at once): asks the I/O
+// thread to send it and waits until deadline_ns. Caller holds the mutex.
+void sl__group_leave(sl_consumer *c, int64_t deadline_ns);
 
 #endif

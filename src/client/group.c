@@ -49,6 +49,12 @@ void
 sl__group_pump(sl_consumer *c, int64_t now, int64_t *wake_at)
 {
     sl__cgroup *g = &c->grp;
+    if (g->leave_wanted && !g->leave_sent) {
+        c->member_type = SL_FRAME_LEAVE_GROUP;
+        g->leave_sent = g->generation == 0 || sl__consumer_encode(c, enc_member);
+        pthread_cond_broadcast(&c->io.cond);
+        return;
+    }
     if (g->generation == 0) {
         if (g->join_sent || c->closing) {
             return;
@@ -157,11 +163,12 @@ sl__group_disconnected(sl_consumer *c)
 }
 
 void
-sl__group_leave(sl_consumer *c)
+sl__group_leave(sl_consumer *c, int64_t deadline_ns)
 {
-    if (c->grp.generation != 0) {
-        c->member_type = SL_FRAME_LEAVE_GROUP;
-        (void)sl__consumer_encode(c, enc_member);
+    c->grp.leave_wanted = true;
+    sl__io_wake(&c->io);
+    while (c->io.connected && !c->grp.leave_sent &&
+           sl__io_wait(&c->io, deadline_ns)) { // bounded by deadline_ns
     }
 }
 
