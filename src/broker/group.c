@@ -488,6 +488,13 @@ sl_group_open_stream(sl_conn *c, uint32_t id, sl_topic *t, const sl_proto_open_c
 {
     sl_broker *b = c->broker;
     sl_group *g = sl_group_find(b, o->group.data, o->group.size, t->name, strlen(t->name));
+    if (g != NULL && g->partition_count != t->config.partition_count) {
+        sl_conn_send_error(c, id, SL_EINVAL, 0, 0,
+                           "group %s was made for %s with %" PRIu32
+                           " partitions; it now has %" PRIu32,
+                           g->name, t->name, g->partition_count, t->config.partition_count);
+        return;
+    }
     uint32_t i = 0;
     sl_group_member *m = open_check(c, id, g, o, &i);
     if (m == NULL) {

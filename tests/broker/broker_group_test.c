@@ -3,7 +3,8 @@
 // has two owners in one generation; a SIGKILLed consumer process's records go to another member;
 // committed offsets survive kill -9 of the broker; an unacked record is redelivered after the ack
 // timeout and dead-lettered after max_redeliveries; max_ack_pending stalls a stream visibly; the
-// group frames need protocol version 2 and stale opens are refused with EBUSY.
+// group frames need protocol version 2 and stale opens are refused with EBUSY; a group's committed
+// offset bounds retention, and `sluice group` and /metrics show it.
 // ctest-labels: concurrent
 // ctest-timeout: 240
 #include "support/test_util.h"
@@ -716,6 +717,141 @@ test_group_frames_need_v2_and_refuse_stale_opens(void **state)
     sl_test_broker_cleanup(&b);
 }
 
+// ---- retention, CLI and metrics ----------------------------------------------------------------
+
+static uint64_t
+log_start_offset(const sl_test_broker *b, const char *topic)
+{
+    sl_test_wire w;
+    assert_int_equal(sl_test_wire_open(&w, b->port, 1), 0);
+    uint8_t buf[512];
+    size_t len = 0;
+    sl_proto_topic_request r = {.correlation_id = 3, .topic = {topic, (uint16_t)strlen(topic)}};
+    assert_int_equal(
+        sl_proto_encode_topic_request(buf, sizeof(buf), SL_FRAME_DESCRIBE_TOPIC, &r, &len), SL_OK);
+    assert_int_equal(sl_test_wire_send(&w, buf, len), 0);
+    sl_frame f;
+    assert_int_equal(sl_test_wire_expect(&w, SL_FRAME_TOPIC_INFO, &f, WAIT_MS), SL_OK);
+    sl_proto_partition_info p;
+    sl_proto_topic_info_partition(&f.u.topic_info, 0, &p);
+    sl_test_wire_close(&w);
+    return p.log_start_offset;
+}
+
+// Runs `sluice ARGS --broker ...` and returns its output (static buffer).
+static const char *
+run_cli(const sl_test_broker *b, const char *args)
+{
+    static char out[16384];
+    const char *bin = getenv("SL_SLUICE");
+    assert_non_null(bin);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s %s --broker 127.0.0.1:%u", bin, args, b->port);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+    return out;
+}
+
+// GET /metrics (HTTP/1.0: the server closes after the answer). Returns the body (static buffer).
+static const char *
+scrape(uint16_t port)
+{
+    static char resp[1 << 20];
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    assert_int_equal(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)(sizeof(req) - 1));
+    size_t len = 0;
+    for (int i = 0; i < 10000 && len < sizeof(resp) - 1; i++) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, WAIT_MS) != 1) {
+            break;
+        }
+        ssize_t n = recv(fd, resp + len, sizeof(resp) - 1 - len, 0);
+        if (n <= 0) {
+            break;
+        }
+        len += (size_t)n;
+    }
+    close(fd);
+    resp[len] = '\0';
+    return resp;
+}
+
+static void
+test_group_holds_retention_and_is_visible(void **state)
+{
+    (void)state;
+    static const char *const args[] = {"--topic_segment_bytes", "4096", NULL};
+    sl_test_broker b = {0};
+    assert_int_equal(sl_test_broker_start_admin(&b, args), 0);
+    broker_addr(&b);
+    sl_test_wire w;
+    assert_int_equal(sl_test_wire_open(&w, b.port, 1), 0);
+    sl_proto_topic_config cfg = {
+        .partition_count = 1, .full_policy = SL_FULL_BLOCK, .retention_bytes = 1};
+    assert_int_equal(sl_test_wire_create_topic_config(&w, "retained", &cfg), 0);
+    sl_test_wire_close(&w);
+    for (uint32_t i = 0; i < 10; i++) {
+        produce("retained", i * 50, 50); // one producer per call: at least one batch each
+    }
+    sl_consumer *c = group_consumer("retained", "keeper", NULL, false);
+    sl_consumed recs[POLL_BATCH];
+    uint64_t last = 0;
+    for (int i = 0; i < 1000 && last < 99; i++) {
+        size_t n = 0;
+        int err = sl_consumer_poll(c, recs, POLL_BATCH, sl_deadline_after_ms(50), &n);
+        assert_true(err == SL_OK || err == SL_ETIMEDOUT);
+        for (size_t k = 0; k < n && last < 99; k++) {
+            last = recs[k].offset;
+        }
+    }
+    assert_int_equal(sl_consumer_ack_record(c, 0, 99), SL_OK);
+    sl_consumer_free(c); // the group keeps its offset with no member at all
+    // A plain consumer reads and commits everything: alone it would let retention go to the end.
+    sl_consumer_config pc;
+    sl_consumer_config_init(&pc);
+    pc.broker = g_broker_addr;
+    pc.topic = "retained";
+    assert_int_equal(sl_consumer_new(&pc, &c), SL_OK);
+    uint32_t plain = 0;
+    for (int i = 0; i < 1000 && plain < 500; i++) {
+        size_t n = 0;
+        int err = sl_consumer_poll(c, recs, POLL_BATCH, sl_deadline_after_ms(50), &n);
+        assert_true(err == SL_OK || err == SL_ETIMEDOUT);
+        plain += (uint32_t)n;
+    }
+    assert_int_equal(plain, 500);
+    sl_consumer_free(c); // commits 500
+    usleep(2500 * 1000); // retention runs every second
+    uint64_t start = log_start_offset(&b, "retained");
+    print_message("retention: log start %llu with the group at 100\n", (unsigned long long)start);
+    assert_true(start > 0);    // retention works on this topic ...
+    assert_true(start <= 100); // ... but never past the group's committed offset
+    // The CLI and the metrics show the group.
+    const char *out = run_cli(&b, "group list");
+    assert_non_null(strstr(out, "keeper\tretained\t"));
+    out = run_cli(&b, "group describe keeper");
+    assert_non_null(strstr(out, "group: keeper"));
+    assert_non_null(strstr(out, "members: 0"));
+    assert_non_null(strstr(out, "\n0\t-\t100\t500\t400\t"));
+    const char *m = scrape(b.admin_port);
+    assert_non_null(strstr(
+        m,
+        "sluice_group_committed_offset{group=\"keeper\",topic=\"retained\",partition=\"0\"} 100"));
+    assert_non_null(strstr(
+        m, "sluice_group_lag_records{group=\"keeper\",topic=\"retained\",partition=\"0\"} 400"));
+    assert_non_null(strstr(m, "sluice_group_members{group=\"keeper\",topic=\"retained\"} 0"));
+    assert_int_equal(sl_test_broker_stop(&b), 0);
+    sl_test_broker_cleanup(&b);
+}
+
 int
 main(void)
 {
@@ -727,6 +863,7 @@ main(void)
         cmocka_unit_test(test_committed_offsets_survive_broker_kill),
         cmocka_unit_test(test_killed_consumer_records_go_to_another_member),
         cmocka_unit_test(test_rebalance_1_3_2_delivers_everything),
+        cmocka_unit_test(test_group_holds_retention_and_is_visible),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
