@@ -401,9 +401,11 @@ test_killed_consumer_records_go_to_another_member(void **state)
     drain(&c, 1, &t, 1, 500);
     assert_int_equal(t.distinct, 0);
     // ... and takes over when the child dies with its records unacknowledged.
+    int64_t killed_ns = sl_test_now_ns();
     kill(pid, SIGKILL);
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    int64_t first_ns = 0;
     sl_consumed recs[POLL_BATCH];
     uint32_t flagged = 0;
     int64_t deadline = sl_deadline_after_ms(WAIT_MS);
@@ -411,6 +413,9 @@ test_killed_consumer_records_go_to_another_member(void **state)
         size_t n = 0;
         int err = sl_consumer_poll(c, recs, POLL_BATCH, sl_deadline_after_ms(50), &n);
         assert_true(err == SL_OK || err == SL_ETIMEDOUT);
+        if (n > 0 && first_ns == 0) {
+            first_ns = sl_test_now_ns();
+        }
         for (size_t k = 0; k < n; k++) {
             uint32_t v = value_of(&recs[k]);
             t.distinct += t.times[v]++ == 0 ? 1 : 0;
@@ -423,6 +428,9 @@ test_killed_consumer_records_go_to_another_member(void **state)
     }
     assert_int_equal(t.distinct, KILL_RECORDS);
     assert_int_equal(flagged, child_got);
+    print_message("failover: the child had %u records; first record at the other member %.1f ms "
+                  "after SIGKILL\n",
+                  child_got, (double)(first_ns - killed_ns) / 1e6);
     group_view v;
     describe(&b, "workers", "jobs", &v);
     assert_true(v.redeliveries >= child_got);
