@@ -85,40 +85,40 @@
 
 // X(NAME, code, scope): scope C = connection level (stream id 0), S = stream (id != 0),
 // E = either (stream id 0 means the whole connection).
-#define SL_PROTO_FRAME_MAP(X)  \
-    X(HELLO, 0x01, C)          \
-    X(HELLO_OK, 0x02, C)       \
-    X(PING, 0x03, C)           \
-    X(PONG, 0x04, C)           \
-    X(ERROR, 0x05, E)          \
-    X(GOAWAY, 0x06, C)         \
-    X(OPEN_PRODUCE, 0x10, S)   \
-    X(OPEN_CONSUME, 0x11, S)   \
-    X(STREAM_OK, 0x12, S)      \
-    X(STREAM_CLOSE, 0x13, S)   \
-    X(PRODUCE, 0x20, S)        \
-    X(CREDIT, 0x21, S)         \
-    X(ACK, 0x22, S)            \
-    X(THROTTLE, 0x23, E)       \
-    X(REQUEST, 0x30, S)        \
-    X(DELIVER, 0x31, S)        \
-    X(COMMIT, 0x32, S)         \
-    X(CREATE_TOPIC, 0x40, C)   \
-    X(DELETE_TOPIC, 0x41, C)   \
-    X(LIST_TOPICS, 0x42, C)    \
-    X(DESCRIBE_TOPIC, 0x43, C) \
-    X(STATS, 0x44, C)          \
-    X(ADMIN_RESULT, 0x50, C)   \
-    X(TOPIC_LIST, 0x51, C)     \
-    X(TOPIC_INFO, 0x52, C)     \
-    X(STATS_RESULT, 0x53, C)   \
-    X(JOIN_GROUP, 0x60, C)     \
+#define SL_PROTO_FRAME_MAP(X)   \
+    X(HELLO, 0x01, C)           \
+    X(HELLO_OK, 0x02, C)        \
+    X(PING, 0x03, C)            \
+    X(PONG, 0x04, C)            \
+    X(ERROR, 0x05, E)           \
+    X(GOAWAY, 0x06, C)          \
+    X(OPEN_PRODUCE, 0x10, S)    \
+    X(OPEN_CONSUME, 0x11, S)    \
+    X(STREAM_OK, 0x12, S)       \
+    X(STREAM_CLOSE, 0x13, S)    \
+    X(PRODUCE, 0x20, S)         \
+    X(CREDIT, 0x21, S)          \
+    X(ACK, 0x22, S)             \
+    X(THROTTLE, 0x23, E)        \
+    X(REQUEST, 0x30, S)         \
+    X(DELIVER, 0x31, S)         \
+    X(COMMIT, 0x32, S)          \
+    X(CREATE_TOPIC, 0x40, C)    \
+    X(DELETE_TOPIC, 0x41, C)    \
+    X(LIST_TOPICS, 0x42, C)     \
+    X(DESCRIBE_TOPIC, 0x43, C)  \
+    X(STATS, 0x44, C)           \
+    X(ADMIN_RESULT, 0x50, C)    \
+    X(TOPIC_LIST, 0x51, C)      \
+    X(TOPIC_INFO, 0x52, C)      \
+    X(STATS_RESULT, 0x53, C)    \
+    X(JOIN_GROUP, 0x60, C)      \
     X(GROUP_HEARTBEAT, 0x61, C) \
-    X(ASSIGN, 0x62, C)         \
-    X(LEAVE_GROUP, 0x63, C)    \
-    X(LIST_GROUPS, 0x64, C)    \
-    X(DESCRIBE_GROUP, 0x65, C) \
-    X(GROUP_LIST, 0x66, C)     \
+    X(ASSIGN, 0x62, C)          \
+    X(LEAVE_GROUP, 0x63, C)     \
+    X(LIST_GROUPS, 0x64, C)     \
+    X(DESCRIBE_GROUP, 0x65, C)  \
+    X(GROUP_LIST, 0x66, C)      \
     X(GROUP_INFO, 0x67, C)
 
 typedef enum sl_frame_type {
@@ -288,9 +288,9 @@ typedef struct sl_proto_request {
 } sl_proto_request;
 
 typedef struct sl_proto_deliver {
-    uint64_t first_offset;     // records before it in the first batch are skipped, not counted
-    uint64_t end_offset;       // exclusive; records from it on are skipped, not counted
-    uint64_t log_end_offset;   // partition end at send time (the consumer's lag is visible)
+    uint64_t first_offset;   // records before it in the first batch are skipped, not counted
+    uint64_t end_offset;     // exclusive; records from it on are skipped, not counted
+    uint64_t log_end_offset; // partition end at send time (the consumer's lag is visible)
     sl_proto_batches batches;
     uint16_t redelivery_count; // times every record in the range was delivered before (v2; else 0)
 } sl_proto_deliver;
@@ -413,7 +413,7 @@ typedef struct sl_proto_group_member {
 // ASSIGN: the member's partitions in a generation. correlation_id 0: pushed by a rebalance.
 typedef struct sl_proto_assign {
     uint32_t correlation_id;
-    uint32_t generation; // >= 1
+    uint32_t generation;   // >= 1
     uint32_t heartbeat_ms; // send GROUP_HEARTBEAT at least this often
     sl_proto_str group;
     sl_proto_str topic;
@@ -464,11 +464,11 @@ typedef struct sl_proto_group_member_info {
 
 typedef struct sl_proto_group_partition_info {
     uint32_t partition;
-    uint16_t owner;                // index into members, or SL_PROTO_OWNER_NONE
-    uint16_t stall_reason;         // sl_stall_reason of the owner's stream (0: none or no stream)
-    uint64_t committed_offset;     // durable committed offset (what a new owner starts from)
-    uint64_t delivered_offset;     // owner's stream position (== committed without a stream)
-    uint64_t log_end_offset;       // partition end
+    uint16_t owner;                 // index into members, or SL_PROTO_OWNER_NONE
+    uint16_t stall_reason;          // sl_stall_reason of the owner's stream (0: none or no stream)
+    uint64_t committed_offset;      // durable committed offset (what a new owner starts from)
+    uint64_t delivered_offset;      // owner's stream position (== committed without a stream)
+    uint64_t log_end_offset;        // partition end
     int64_t committed_timestamp_us; // timestamp of the record at committed_offset; 0: none
 } sl_proto_group_partition_info;
 
@@ -480,8 +480,8 @@ typedef struct sl_proto_group_info {
     uint64_t dlq_records_total;
     sl_proto_str group;
     sl_proto_str topic;
-    uint16_t member_count;    // 0..SL_PROTO_GROUP_MEMBERS_MAX
-    uint16_t partition_count; // 0..SL_PROTO_PARTITIONS_MAX
+    uint16_t member_count;                           // 0..SL_PROTO_GROUP_MEMBERS_MAX
+    uint16_t partition_count;                        // 0..SL_PROTO_PARTITIONS_MAX
     const sl_proto_group_member_info *members;       // encode only
     const sl_proto_group_partition_info *partitions; // encode only
     const uint8_t *raw_members;                      // decode only

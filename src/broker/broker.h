@@ -46,7 +46,7 @@ typedef struct sl_topic sl_topic;
 typedef struct sl_partition sl_partition;
 typedef struct sl_conn sl_conn;
 typedef struct sl_stream sl_stream;
-typedef struct sl_admin sl_admin; // admin_http.c: the admin HTTP endpoint
+typedef struct sl_admin sl_admin;               // admin_http.c: the admin HTTP endpoint
 typedef struct sl_groups sl_groups;             // group.c: the consumer group coordinator
 typedef struct sl_group_member sl_group_member; // group.c
 typedef struct sl_group_part sl_group_part;     // group.c
@@ -196,7 +196,7 @@ struct sl_conn {
     char peer[64];
     bool hello_done;
     bool closing;
-    uint16_t version; // negotiated protocol version (groups need SL_PROTO_VERSION_GROUPS)
+    uint16_t version;      // negotiated protocol version (groups need SL_PROTO_VERSION_GROUPS)
     bool reading;          // uv_read_start active
     bool over_credit;      // stopped reading: peer sent beyond its credit
     uint32_t max_frame;    // negotiated
@@ -294,7 +294,7 @@ struct sl_broker {
     uint64_t tick_count;
     bool stopping;
     sl_broker_stats stats;
-    sl_admin *admin; // NULL when the admin endpoint is off
+    sl_admin *admin;   // NULL when the admin endpoint is off
     sl_groups *groups; // consumer groups (group.c)
 };
 
@@ -329,7 +329,8 @@ int sl_conn_process(sl_conn *c);
 void sl_conn_streams_free(sl_conn *c);
 // Frees one stream (after a STREAM_CLOSE was sent or received).
 void sl_conn_stream_close(sl_conn *c, sl_stream *s);
-// Opens a stream of kind on topic t (referenced); NULL after a STREAM_CLOSE was sent (limit, memory).
+// Opens a stream of kind on topic t (referenced); NULL after a STREAM_CLOSE was sent (limit,
+// memory).
 sl_stream *sl_conn_stream_new(sl_conn *c, uint32_t id, uint8_t kind, sl_topic *t);
 // Sends STREAM_OK for stream id.
 void sl_conn_send_stream_ok(sl_conn *c, uint32_t id, const sl_proto_stream_ok *ok);

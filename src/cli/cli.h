@@ -1,6 +1,6 @@
 // The `sluice` command: one file per command (cmd_topic.c, cmd_produce.c, cmd_consume.c,
-// cmd_stats.c, cmd_group.c), shared option handling and exit codes here (common.c), record formatting in
-// format.c. main.c only calls sl_cli_main. Exit codes are documented in docs/cli.md.
+// cmd_stats.c, cmd_group.c), shared option handling and exit codes here (common.c), record
+// formatting in format.c. main.c only calls sl_cli_main. Exit codes are documented in docs/cli.md.
 #ifndef SLUICE_CLI_H
 #define SLUICE_CLI_H
 

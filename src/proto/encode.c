@@ -38,8 +38,7 @@ encode_connection(void *buf, size_t cap, const sl_frame *f, size_t *len_out)
         return sl_proto_encode_join_group(buf, cap, &f->u.join_group, len_out);
     case SL_FRAME_GROUP_HEARTBEAT:
     case SL_FRAME_LEAVE_GROUP:
-        return sl_proto_encode_group_member(buf, cap, f->header.type, &f->u.group_member,
-                                            len_out);
+        return sl_proto_encode_group_member(buf, cap, f->header.type, &f->u.group_member, len_out);
     case SL_FRAME_ASSIGN:
         return sl_proto_encode_assign(buf, cap, &f->u.assign, len_out);
     case SL_FRAME_LIST_GROUPS:

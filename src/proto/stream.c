@@ -127,8 +127,9 @@ check_open_consume(const sl_proto_open_consume *o)
         return "unknown start mode";
     }
     // GROUP mode carries the member's generation there (version 2), a u32.
-    if (o->start_mode == SL_START_GROUP ? o->start_offset > UINT32_MAX
-                                        : o->start_mode != SL_START_OFFSET && o->start_offset != 0) {
+    if (o->start_mode == SL_START_GROUP
+            ? o->start_offset > UINT32_MAX
+            : o->start_mode != SL_START_OFFSET && o->start_offset != 0) {
         return "start offset given with a start mode that ignores it";
     }
     if (o->group.size != 0 && !sl__name_ok(o->group)) {
