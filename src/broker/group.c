@@ -98,6 +98,30 @@ sl_groups_close(sl_broker *b)
     b->groups = NULL;
 }
 
+// The group's invariants (debug builds, after every change of membership or delivery): each
+// owner is a live member, each stream belongs to its partition's owner, and the redelivery levels
+// are non-increasing. O(partitions x members). Inline: only debug builds call it.
+static inline bool
+group_check(const sl_group *g)
+{
+    for (uint32_t i = 0; i < g->partition_count; i++) {
+        const sl_group_part *gp = &g->parts[i];
+        bool live = gp->owner == NULL;
+        for (uint32_t k = 0; k < g->member_count && !live; k++) {
+            live = g->members[k] == gp->owner;
+        }
+        if (!live || (gp->stream != NULL && gp->stream->member != gp->owner)) {
+            return false;
+        }
+        for (uint32_t d = 1; d < SL_GROUP_LEVELS; d++) {
+            if (gp->level_end[d] > gp->level_end[d - 1]) {
+                return false;
+            }
+        }
+    }
+    return g->member_count <= SL_PROTO_GROUP_MEMBERS_MAX;
+}
+
 // ---- watermark ---------------------------------------------------------------------------------
 
 void
@@ -211,6 +235,7 @@ rebalance(sl_broker *b, sl_group *g, sl_group_member *joiner, uint32_t correlati
             g->parts[i].owner = owner;
         }
     }
+    SL_DEBUG_ASSERT(group_check(g));
     sl_broker_log(b, 2, "group %s on %s: generation %" PRIu32 " with %" PRIu32 " members", g->name,
                   g->topic, g->generation, n);
     for (uint32_t k = 0; k < n; k++) {
@@ -630,6 +655,7 @@ sl_group_delivered(sl_stream *s, uint64_t first, uint64_t end, uint16_t redelive
     if (s->unacked_since_ns == 0) {
         s->unacked_since_ns = sl_now_ns();
     }
+    SL_DEBUG_ASSERT(group_check(group_of(s)));
 }
 
 // ---- the tick ----------------------------------------------------------------------------------
