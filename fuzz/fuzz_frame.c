@@ -50,6 +50,29 @@ walk_lists(const sl_frame *f)
         for (; n <= f->u.stats_result.entry_count && sl_proto_stats_next(&c, &s) == SL_OK; n++) {
         }
         check(n == f->u.stats_result.entry_count);
+    } else if (f->header.type == SL_FRAME_GROUP_LIST) {
+        sl_proto_group_entry e;
+        sl_proto_group_list_init(&c, &f->u.group_list);
+        for (; n <= f->u.group_list.entry_count && sl_proto_group_list_next(&c, &e) == SL_OK; n++) {
+        }
+        check(n == f->u.group_list.entry_count);
+    } else if (f->header.type == SL_FRAME_GROUP_INFO) {
+        sl_proto_group_member_info m;
+        sl_proto_group_members_init(&c, &f->u.group_info);
+        for (; n <= f->u.group_info.member_count && sl_proto_group_members_next(&c, &m) == SL_OK;
+             n++) {
+        }
+        check(n == f->u.group_info.member_count);
+        sl_proto_group_partition_info p;
+        for (uint16_t i = 0; i < f->u.group_info.partition_count; i++) {
+            sl_proto_group_info_partition(&f->u.group_info, i, &p);
+            check(p.owner == SL_PROTO_OWNER_NONE || p.owner < f->u.group_info.member_count);
+        }
+    } else if (f->header.type == SL_FRAME_ASSIGN) {
+        for (uint16_t i = 1; i < f->u.assign.partition_count; i++) {
+            check(sl_proto_assign_partition(&f->u.assign, i) >
+                  sl_proto_assign_partition(&f->u.assign, (uint16_t)(i - 1)));
+        }
     } else if (f->header.type == SL_FRAME_TOPIC_INFO) {
         sl_proto_partition_info p;
         for (uint32_t i = 0; i < f->u.topic_info.config.partition_count; i++) {

@@ -137,13 +137,23 @@ SL_API void sl_producer_free(sl_producer *p);
 
 // ---- consumer ------------------------------------------------------------------------------
 
+// Called on the I/O thread (no lock held, must not block) when a group consumer's assignment
+// changes: the partitions it now owns (increasing) in generation. Records of partitions it lost
+// and had not yet handed out were dropped: their new owner gets them.
+typedef void (*sl_assign_cb)(uint32_t generation, const uint32_t *partitions, size_t count,
+                             void *user);
+
 typedef struct sl_consumer_config {
     const char *broker; // as for the producer
     const char *topic;  // required
+    // A partition number, or SL_PROTO_PARTITION_ANY with group: join the group and consume
+    // whatever partitions the broker assigns (one stream each; see docs/api/client.md, "Groups").
     uint32_t partition;
-    sl_start_mode start;       // SL_START_EARLIEST (default), LATEST, OFFSET or GROUP
-    uint64_t start_offset;     // with SL_START_OFFSET
-    const char *group;         // optional: commits go to this group (required with SL_START_GROUP)
+    sl_start_mode start;   // SL_START_EARLIEST (default), LATEST, OFFSET; GROUP = group mode too.
+                           // In group mode EARLIEST / LATEST say where a partition without a
+                           // committed offset starts.
+    uint64_t start_offset; // with SL_START_OFFSET
+    const char *group;     // the group: committed offsets are kept per (group, topic, partition)
     uint32_t prefetch_records; // demand kept outstanding plus buffered, in records
     uint64_t prefetch_bytes;   // and in bytes
     bool auto_ack;             // each poll acks what the previous poll returned
@@ -152,6 +162,13 @@ typedef struct sl_consumer_config {
     uint32_t reconnect_backoff_max_ms;
     sl_client_wake_cb ready_cb; // optional: records became available after an empty poll
     void *ready_user;
+    // Group mode only (0: the broker's defaults, docs/protocol.md section 10).
+    uint32_t session_timeout_ms; // a member silent this long is removed (default 6 s, min 1 s)
+    uint32_t ack_timeout_ms;     // delivered and not acked this long: redelivered (default 30 s)
+    uint32_t max_ack_pending;    // unacked records per partition before delivery stops (1000)
+    uint8_t max_redeliveries;    // then the record goes to <topic>.dlq (default 5, max 16)
+    sl_assign_cb assign_cb;      // optional: assignment changes
+    void *assign_user;
 } sl_consumer_config;
 
 // Fills cfg with defaults (partition 0, earliest, 1000 records / 4 MiB prefetch, auto_ack).
@@ -166,6 +183,7 @@ typedef struct sl_consumed {
     uint64_t offset;
     uint32_t partition;
     sl_record record;
+    uint32_t redelivery_count; // times the broker delivered this record before (group mode)
 } sl_consumed;
 
 // Returns up to cap records in out, waiting until deadline_ns for at least one. *count_out gets
@@ -183,8 +201,20 @@ SL_API SL_MUST_USE int sl_consumer_dispatch(sl_consumer *c, size_t max, int64_t 
                                             sl_record_cb cb, void *user, size_t *count_out);
 
 // Acks (cumulatively) every record up to and including offset: a COMMIT is sent (to the group, if
-// any). Never blocks. SL_EINVAL for an offset not yet returned by poll.
+// any). Never blocks. SL_EINVAL for an offset not yet returned by poll, or in group mode (use
+// sl_consumer_ack_record, which names the partition).
 SL_API SL_MUST_USE int sl_consumer_ack(sl_consumer *c, uint64_t offset);
+
+// Acks (cumulatively, per partition) every record of partition up to and including offset.
+// Never blocks. SL_EINVAL for an offset not yet returned by poll; SL_ENOENT for a partition this
+// consumer does not own (any more: its records go to the new owner, which may see them again).
+SL_API SL_MUST_USE int sl_consumer_ack_record(sl_consumer *c, uint32_t partition, uint64_t offset);
+
+// Copies the partitions owned now (group mode; the one partition otherwise) into partitions (up
+// to cap, increasing), their count to *count_out and the generation to *generation_out (may be
+// NULL; 0 when not a member yet). Thread-safe, never blocks.
+SL_API void sl_consumer_assignment(sl_consumer *c, uint32_t *partitions, size_t cap,
+                                   size_t *count_out, uint32_t *generation_out);
 
 // Readable exactly while records are buffered (poll() it for POLLIN; never read it: the consumer
 // clears it when its buffer empties). Owned by the consumer.
@@ -200,6 +230,11 @@ typedef struct sl_consumer_stats {
     uint64_t committed_offset; // last COMMIT sent (exclusive offset)
     uint64_t log_end_offset;   // from the last DELIVER (lag = this - next offset)
     uint64_t next_offset;      // next offset the application will see
+    // Group mode.
+    uint32_t generation;                // current generation (0: not a member)
+    uint32_t assigned_partitions;       // partitions owned now
+    uint64_t rebalances_total;          // new generations seen
+    uint64_t redelivered_records_total; // records received with a redelivery count > 0
 } sl_consumer_stats;
 
 SL_API void sl_consumer_stats_get(sl_consumer *c, sl_consumer_stats *out);
@@ -239,6 +274,20 @@ SL_API SL_MUST_USE int sl_admin_describe_topic(sl_admin *a, const char *topic, i
 typedef void (*sl_stat_cb)(const char *name, uint64_t value, void *user);
 SL_API SL_MUST_USE int sl_admin_stats(sl_admin *a, const char *topic, int64_t deadline_ns,
                                       sl_stat_cb cb, void *user);
+
+// Consumer groups (the broker speaks protocol version 2). Calls cb for every (group, topic) the
+// broker coordinates: its generation, live members and partitions.
+typedef void (*sl_group_cb)(const char *group, const char *topic, uint32_t generation,
+                            uint32_t member_count, uint32_t partition_count, void *user);
+SL_API SL_MUST_USE int sl_admin_list_groups(sl_admin *a, int64_t deadline_ns, sl_group_cb cb,
+                                            void *user);
+
+// Describes group on topic: cb gets the decoded answer (valid during the call only; walk it with
+// sl_proto_group_members_next and sl_proto_group_info_partition). SL_ENOENT: no such group.
+typedef void (*sl_group_info_cb)(const sl_proto_group_info *info, void *user);
+SL_API SL_MUST_USE int sl_admin_describe_group(sl_admin *a, const char *group, const char *topic,
+                                               int64_t deadline_ns, sl_group_info_cb cb,
+                                               void *user);
 
 // Resolves the broker address to use: text if not NULL/empty, else $SLUICE_BROKER, else
 // 127.0.0.1:7420. Fills host (size >= 256) and port; err gets a message. SL_OK or SL_EINVAL.

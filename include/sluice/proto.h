@@ -11,8 +11,12 @@
 // ---- limits ------------------------------------------------------------------------------------
 
 // Protocol versions this library speaks; HELLO offers a range and HELLO_OK picks one.
+// Version 2 adds consumer groups (frames 0x60..0x67), the DELIVER redelivery count and the
+// generation carried by a GROUP-mode OPEN_CONSUME; a version 1 peer never sees any of them.
 #define SL_PROTO_VERSION_MIN 1u
-#define SL_PROTO_VERSION_MAX 1u
+#define SL_PROTO_VERSION_MAX 2u
+// The first version with consumer groups.
+#define SL_PROTO_VERSION_GROUPS 2u
 
 // "SLUI" as the first four payload bytes of HELLO: a non-sluice peer is refused at once.
 #define SL_PROTO_HELLO_MAGIC 0x49554C53u
@@ -57,37 +61,65 @@
 // OPEN_PRODUCE partition: let the broker pick (round robin or by key, its policy).
 #define SL_PROTO_PARTITION_ANY 0xFFFFFFFFu
 
+// Members of one group on one topic (ASSIGN, GROUP_INFO); a join past it is refused (EFULL).
+#define SL_PROTO_GROUP_MEMBERS_MAX 64u
+// Member ids: assigned by the broker, same alphabet as names.
+#define SL_PROTO_MEMBER_ID_MAX 64u
+// Session timeout bounds (JOIN_GROUP): a member silent this long is removed. The floor lets tests
+// detect failures quickly; the ceiling bounds how long a dead member holds its partitions.
+#define SL_PROTO_SESSION_TIMEOUT_MS_MIN     1000u
+#define SL_PROTO_SESSION_TIMEOUT_MS_DEFAULT 6000u
+#define SL_PROTO_SESSION_TIMEOUT_MS_MAX     300000u
+// Ack timeout bounds (JOIN_GROUP): delivered records not committed within it are redelivered.
+#define SL_PROTO_ACK_TIMEOUT_MS_MIN     100u
+#define SL_PROTO_ACK_TIMEOUT_MS_DEFAULT 30000u
+#define SL_PROTO_ACK_TIMEOUT_MS_MAX     3600000u
+// Unacknowledged records one group stream may have in flight (JOIN_GROUP max_ack_pending).
+#define SL_PROTO_MAX_ACK_PENDING_DEFAULT 1000u
+#define SL_PROTO_MAX_ACK_PENDING_MAX     1000000u
+// Deliveries of a record beyond the first before it goes to the dead-letter topic.
+#define SL_PROTO_MAX_REDELIVERIES_DEFAULT 5u
+#define SL_PROTO_MAX_REDELIVERIES_MAX     16u
+
 // ---- frame types -------------------------------------------------------------------------------
 
 // X(NAME, code, scope): scope C = connection level (stream id 0), S = stream (id != 0),
 // E = either (stream id 0 means the whole connection).
-#define SL_PROTO_FRAME_MAP(X)  \
-    X(HELLO, 0x01, C)          \
-    X(HELLO_OK, 0x02, C)       \
-    X(PING, 0x03, C)           \
-    X(PONG, 0x04, C)           \
-    X(ERROR, 0x05, E)          \
-    X(GOAWAY, 0x06, C)         \
-    X(OPEN_PRODUCE, 0x10, S)   \
-    X(OPEN_CONSUME, 0x11, S)   \
-    X(STREAM_OK, 0x12, S)      \
-    X(STREAM_CLOSE, 0x13, S)   \
-    X(PRODUCE, 0x20, S)        \
-    X(CREDIT, 0x21, S)         \
-    X(ACK, 0x22, S)            \
-    X(THROTTLE, 0x23, E)       \
-    X(REQUEST, 0x30, S)        \
-    X(DELIVER, 0x31, S)        \
-    X(COMMIT, 0x32, S)         \
-    X(CREATE_TOPIC, 0x40, C)   \
-    X(DELETE_TOPIC, 0x41, C)   \
-    X(LIST_TOPICS, 0x42, C)    \
-    X(DESCRIBE_TOPIC, 0x43, C) \
-    X(STATS, 0x44, C)          \
-    X(ADMIN_RESULT, 0x50, C)   \
-    X(TOPIC_LIST, 0x51, C)     \
-    X(TOPIC_INFO, 0x52, C)     \
-    X(STATS_RESULT, 0x53, C)
+#define SL_PROTO_FRAME_MAP(X)   \
+    X(HELLO, 0x01, C)           \
+    X(HELLO_OK, 0x02, C)        \
+    X(PING, 0x03, C)            \
+    X(PONG, 0x04, C)            \
+    X(ERROR, 0x05, E)           \
+    X(GOAWAY, 0x06, C)          \
+    X(OPEN_PRODUCE, 0x10, S)    \
+    X(OPEN_CONSUME, 0x11, S)    \
+    X(STREAM_OK, 0x12, S)       \
+    X(STREAM_CLOSE, 0x13, S)    \
+    X(PRODUCE, 0x20, S)         \
+    X(CREDIT, 0x21, S)          \
+    X(ACK, 0x22, S)             \
+    X(THROTTLE, 0x23, E)        \
+    X(REQUEST, 0x30, S)         \
+    X(DELIVER, 0x31, S)         \
+    X(COMMIT, 0x32, S)          \
+    X(CREATE_TOPIC, 0x40, C)    \
+    X(DELETE_TOPIC, 0x41, C)    \
+    X(LIST_TOPICS, 0x42, C)     \
+    X(DESCRIBE_TOPIC, 0x43, C)  \
+    X(STATS, 0x44, C)           \
+    X(ADMIN_RESULT, 0x50, C)    \
+    X(TOPIC_LIST, 0x51, C)      \
+    X(TOPIC_INFO, 0x52, C)      \
+    X(STATS_RESULT, 0x53, C)    \
+    X(JOIN_GROUP, 0x60, C)      \
+    X(GROUP_HEARTBEAT, 0x61, C) \
+    X(ASSIGN, 0x62, C)          \
+    X(LEAVE_GROUP, 0x63, C)     \
+    X(LIST_GROUPS, 0x64, C)     \
+    X(DESCRIBE_GROUP, 0x65, C)  \
+    X(GROUP_LIST, 0x66, C)      \
+    X(GROUP_INFO, 0x67, C)
 
 typedef enum sl_frame_type {
 #define SL__FRAME_ENUM(name, code, scope) SL_FRAME_##name = (code),
@@ -95,8 +127,8 @@ typedef enum sl_frame_type {
 #undef SL__FRAME_ENUM
 } sl_frame_type;
 
-// Codes 0x60..0x6F are reserved for consumer groups (JOIN_GROUP, GROUP_HEARTBEAT, ASSIGN,
-// LEAVE_GROUP; designed in docs/protocol.md, not in version 1): decoding them gives SL_EPROTO.
+// Codes 0x60..0x6F belong to consumer groups (version 2; 0x68..0x6F stay reserved). A version 1
+// connection never carries them: the broker refuses them there as a protocol error.
 #define SL_PROTO_GROUP_TYPES_FIRST 0x60u
 #define SL_PROTO_GROUP_TYPES_LAST  0x6Fu
 
@@ -199,7 +231,8 @@ typedef struct sl_proto_open_produce {
 typedef struct sl_proto_open_consume {
     uint32_t partition;    // SL_PROTO_PARTITION_ANY only with SL_START_GROUP
     uint8_t start_mode;    // sl_start_mode
-    uint64_t start_offset; // SL_START_OFFSET only; 0 otherwise
+    uint64_t start_offset; // SL_START_OFFSET; with SL_START_GROUP (v2) the member's generation
+                           // (0: unchecked); 0 otherwise
     sl_proto_str topic;
     sl_proto_str group; // required for SL_START_GROUP, optional otherwise (commits go there)
 } sl_proto_open_consume;
@@ -259,6 +292,7 @@ typedef struct sl_proto_deliver {
     uint64_t end_offset;     // exclusive; records from it on are skipped, not counted
     uint64_t log_end_offset; // partition end at send time (the consumer's lag is visible)
     sl_proto_batches batches;
+    uint16_t redelivery_count; // times every record in the range was delivered before (v2; else 0)
 } sl_proto_deliver;
 
 // Cumulative: every record before offset is processed (acked, and committed for a group).
@@ -344,6 +378,130 @@ typedef struct sl_proto_stats_result {
     size_t raw_size;
 } sl_proto_stats_result;
 
+// ---- consumer groups (version 2) ---------------------------------------------------------------
+
+// Where a group partition without a committed offset starts.
+typedef enum sl_offset_reset {
+    SL_OFFSET_RESET_EARLIEST = 1,
+    SL_OFFSET_RESET_LATEST = 2,
+} sl_offset_reset;
+
+// JOIN_GROUP: become (or stay, with member_id) a member of group on topic. Zero limits take the
+// broker defaults. The answer is ASSIGN (same correlation id) or ADMIN_RESULT with an error.
+typedef struct sl_proto_join_group {
+    uint32_t correlation_id;
+    uint32_t session_timeout_ms; // 0 or SL_PROTO_SESSION_TIMEOUT_MS_MIN..MAX
+    uint32_t ack_timeout_ms;     // 0 or SL_PROTO_ACK_TIMEOUT_MS_MIN..MAX
+    uint32_t max_ack_pending;    // 0 or 1..SL_PROTO_MAX_ACK_PENDING_MAX
+    uint8_t max_redeliveries;    // 0: default; 1..SL_PROTO_MAX_REDELIVERIES_MAX
+    uint8_t offset_reset;        // sl_offset_reset
+    sl_proto_str group;
+    sl_proto_str topic;
+    sl_proto_str member_id; // empty on a first join
+} sl_proto_join_group;
+
+// GROUP_HEARTBEAT and LEAVE_GROUP; answered with ADMIN_RESULT (ENOENT: not a member, rejoin), or
+// for a heartbeat whose generation is stale, with ASSIGN.
+typedef struct sl_proto_group_member {
+    uint32_t correlation_id;
+    uint32_t generation; // heartbeat: the generation the member works in; leave: 0
+    sl_proto_str group;
+    sl_proto_str topic;
+    sl_proto_str member_id;
+} sl_proto_group_member;
+
+// ASSIGN: the member's partitions in a generation. correlation_id 0: pushed by a rebalance.
+typedef struct sl_proto_assign {
+    uint32_t correlation_id;
+    uint32_t generation;   // >= 1
+    uint32_t heartbeat_ms; // send GROUP_HEARTBEAT at least this often
+    sl_proto_str group;
+    sl_proto_str topic;
+    sl_proto_str member_id;
+    uint16_t partition_count;   // 0..SL_PROTO_PARTITIONS_MAX
+    const uint32_t *partitions; // encode only; increasing
+    const uint8_t *raw;         // decode only: read with sl_proto_assign_partition
+} sl_proto_assign;
+
+// LIST_GROUPS: every (group, topic) the broker coordinates, up to max_entries.
+typedef struct sl_proto_list_groups {
+    uint32_t correlation_id;
+    uint16_t max_entries; // 1..SL_PROTO_LIST_ENTRIES_MAX
+} sl_proto_list_groups;
+
+typedef struct sl_proto_group_entry {
+    sl_proto_str group;
+    sl_proto_str topic;
+    uint32_t generation;
+    uint16_t member_count;
+    uint32_t partition_count;
+} sl_proto_group_entry;
+
+typedef struct sl_proto_group_list {
+    uint32_t correlation_id;
+    bool more; // more entries than fitted
+    uint16_t entry_count;
+    const sl_proto_group_entry *entries; // encode only
+    const uint8_t *raw;                  // decode only
+    size_t raw_size;
+} sl_proto_group_list;
+
+// DESCRIBE_GROUP: one (group, topic).
+typedef struct sl_proto_describe_group {
+    uint32_t correlation_id;
+    sl_proto_str group;
+    sl_proto_str topic;
+} sl_proto_describe_group;
+
+typedef struct sl_proto_group_member_info {
+    sl_proto_str member_id;
+    sl_proto_str peer; // the member's address, 0..SL_PROTO_CLIENT_ID_MAX bytes
+    uint32_t session_timeout_ms;
+    uint32_t max_ack_pending;
+} sl_proto_group_member_info;
+
+#define SL_PROTO_OWNER_NONE 0xFFFFu
+
+typedef struct sl_proto_group_partition_info {
+    uint32_t partition;
+    uint16_t owner;                 // index into members, or SL_PROTO_OWNER_NONE
+    uint16_t stall_reason;          // sl_stall_reason of the owner's stream (0: none or no stream)
+    uint64_t committed_offset;      // durable committed offset (what a new owner starts from)
+    uint64_t delivered_offset;      // owner's stream position (== committed without a stream)
+    uint64_t log_end_offset;        // partition end
+    int64_t committed_timestamp_us; // timestamp of the record at committed_offset; 0: none
+} sl_proto_group_partition_info;
+
+typedef struct sl_proto_group_info {
+    uint32_t correlation_id;
+    uint32_t generation;
+    uint64_t rebalances_total;
+    uint64_t redeliveries_total;
+    uint64_t dlq_records_total;
+    sl_proto_str group;
+    sl_proto_str topic;
+    uint16_t member_count;                           // 0..SL_PROTO_GROUP_MEMBERS_MAX
+    uint16_t partition_count;                        // 0..SL_PROTO_PARTITIONS_MAX
+    const sl_proto_group_member_info *members;       // encode only
+    const sl_proto_group_partition_info *partitions; // encode only
+    const uint8_t *raw_members;                      // decode only
+    size_t raw_members_size;
+    const uint8_t *raw_partitions; // decode only: partition_count fixed-size entries
+} sl_proto_group_info;
+
+// Why a consumer stream is not being sent records right now (DESCRIBE_GROUP, metrics): the first
+// that applies, in this order.
+typedef enum sl_stall_reason {
+    SL_STALL_NONE = 0,
+    SL_STALL_NO_DEMAND = 1,   // the consumer has not requested more records (or bytes)
+    SL_STALL_ACK_PENDING = 2, // max_ack_pending records delivered and not committed
+    SL_STALL_WRITE_FULL = 3,  // the connection's send allowance is full (consumer not reading)
+    SL_STALL_CAUGHT_UP = 4,   // nothing new in the partition
+} sl_stall_reason;
+
+// "none", "no_demand", "ack_pending", "write_full", "caught_up"; "unknown" otherwise.
+SL_API const char *sl_stall_reason_name(uint16_t reason);
+
 // One decoded frame: the header and the form its type selects.
 typedef struct sl_frame {
     sl_frame_header header;
@@ -370,6 +528,13 @@ typedef struct sl_frame {
         sl_proto_topic_list topic_list;
         sl_proto_topic_info topic_info;
         sl_proto_stats_result stats_result;
+        sl_proto_join_group join_group;
+        sl_proto_group_member group_member; // GROUP_HEARTBEAT, LEAVE_GROUP
+        sl_proto_assign assign;
+        sl_proto_list_groups list_groups;
+        sl_proto_describe_group describe_group;
+        sl_proto_group_list group_list;
+        sl_proto_group_info group_info;
     } u;
 } sl_frame;
 
@@ -507,6 +672,33 @@ SL_API SL_MUST_USE int sl_proto_encode_stats_result(void *buf, size_t cap,
                                                     size_t *len_out);
 SL__PROTO_CODEC(stats_result, sl_proto_stats_result);
 
+// Consumer groups (version 2; connection level, matched by correlation id).
+SL_API SL_MUST_USE int sl_proto_encode_join_group(void *buf, size_t cap,
+                                                  const sl_proto_join_group *in, size_t *len_out);
+SL__PROTO_CODEC(join_group, sl_proto_join_group);
+// type: SL_FRAME_GROUP_HEARTBEAT or SL_FRAME_LEAVE_GROUP.
+SL_API SL_MUST_USE int sl_proto_encode_group_member(void *buf, size_t cap, uint8_t type,
+                                                    const sl_proto_group_member *in,
+                                                    size_t *len_out);
+SL_API SL_MUST_USE int sl_proto_decode_group_member(uint8_t type, const void *payload, size_t len,
+                                                    sl_proto_group_member *out);
+SL_API SL_MUST_USE int sl_proto_encode_assign(void *buf, size_t cap, const sl_proto_assign *in,
+                                              size_t *len_out);
+SL__PROTO_CODEC(assign, sl_proto_assign);
+SL_API SL_MUST_USE int sl_proto_encode_list_groups(void *buf, size_t cap,
+                                                   const sl_proto_list_groups *in, size_t *len_out);
+SL__PROTO_CODEC(list_groups, sl_proto_list_groups);
+SL_API SL_MUST_USE int sl_proto_encode_describe_group(void *buf, size_t cap,
+                                                      const sl_proto_describe_group *in,
+                                                      size_t *len_out);
+SL__PROTO_CODEC(describe_group, sl_proto_describe_group);
+SL_API SL_MUST_USE int sl_proto_encode_group_list(void *buf, size_t cap,
+                                                  const sl_proto_group_list *in, size_t *len_out);
+SL__PROTO_CODEC(group_list, sl_proto_group_list);
+SL_API SL_MUST_USE int sl_proto_encode_group_info(void *buf, size_t cap,
+                                                  const sl_proto_group_info *in, size_t *len_out);
+SL__PROTO_CODEC(group_info, sl_proto_group_info);
+
 #undef SL__PROTO_CODEC
 
 // ---- walking decoded lists ---------------------------------------------------------------------
@@ -527,6 +719,17 @@ SL_API void sl_proto_topic_list_init(sl_proto_cursor *c, const sl_proto_topic_li
 SL_API SL_MUST_USE int sl_proto_topic_list_next(sl_proto_cursor *c, sl_proto_topic_entry *out);
 SL_API void sl_proto_stats_init(sl_proto_cursor *c, const sl_proto_stats_result *stats);
 SL_API SL_MUST_USE int sl_proto_stats_next(sl_proto_cursor *c, sl_proto_stat *out);
+// Partition i (< partition_count) of a decoded ASSIGN.
+SL_API uint32_t sl_proto_assign_partition(const sl_proto_assign *assign, uint16_t i);
+SL_API void sl_proto_group_list_init(sl_proto_cursor *c, const sl_proto_group_list *list);
+SL_API SL_MUST_USE int sl_proto_group_list_next(sl_proto_cursor *c, sl_proto_group_entry *out);
+// Members of a decoded GROUP_INFO, in order (the owner index of a partition counts them).
+SL_API void sl_proto_group_members_init(sl_proto_cursor *c, const sl_proto_group_info *info);
+SL_API SL_MUST_USE int sl_proto_group_members_next(sl_proto_cursor *c,
+                                                   sl_proto_group_member_info *out);
+// Partition entry i (< partition_count) of a decoded GROUP_INFO.
+SL_API void sl_proto_group_info_partition(const sl_proto_group_info *info, uint16_t i,
+                                          sl_proto_group_partition_info *out);
 // Partition i (< config.partition_count) of a decoded TOPIC_INFO.
 SL_API void sl_proto_topic_info_partition(const sl_proto_topic_info *info, uint32_t i,
                                           sl_proto_partition_info *out);

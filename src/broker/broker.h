@@ -46,7 +46,10 @@ typedef struct sl_topic sl_topic;
 typedef struct sl_partition sl_partition;
 typedef struct sl_conn sl_conn;
 typedef struct sl_stream sl_stream;
-typedef struct sl_admin sl_admin; // admin_http.c: the admin HTTP endpoint
+typedef struct sl_admin sl_admin;               // admin_http.c: the admin HTTP endpoint
+typedef struct sl_groups sl_groups;             // group.c: the consumer group coordinator
+typedef struct sl_group_member sl_group_member; // group.c
+typedef struct sl_group_part sl_group_part;     // group.c
 
 // An exponentially weighted rate, updated on the tick.
 typedef struct sl_rate {
@@ -92,6 +95,8 @@ struct sl_partition {
     uint64_t stored_bytes_total; // bytes appended since open (for bytes/record estimates)
     uint64_t stored_records_total;
     sl_stream *consumers; // consumer streams on this partition (list via part_next)
+    bool has_group;       // some consumer group has committed offsets here (group.c)
+    uint64_t group_low;   // slowest such group's committed offset (valid with has_group)
     sl_producer_slot producers[SL_BROKER_PRODUCERS_PER_PARTITION];
 };
 
@@ -159,8 +164,21 @@ struct sl_stream {
     uint64_t demand_records; // outstanding REQUEST records (saturating)
     uint64_t demand_bytes;
     uint64_t delivered_records;
-    bool waiting_data; // parked until the partition grows
+    bool waiting_data;    // parked until the partition grows
+    uint8_t stall_reason; // sl_stall_reason: why the last delivery attempt stopped
+    // Group streams (group.c; NULL/0 otherwise): the member that owns the partition and the
+    // group's state of it. Unacked records are position - committed.
+    sl_group_member *member;
+    sl_group_part *gpart;
+    int64_t unacked_since_ns; // when the oldest unacked record became unacked (0: none)
 };
+
+// Why a consumer stream is not being sent records (the field above), for "why is it stalled".
+static inline sl_stall_reason
+sl_stream_stall_reason(const sl_stream *s)
+{
+    return (sl_stall_reason)s->stall_reason;
+}
 
 // A write in flight on a connection; freed in its callback.
 typedef struct sl_write {
@@ -178,6 +196,7 @@ struct sl_conn {
     char peer[64];
     bool hello_done;
     bool closing;
+    uint16_t version;      // negotiated protocol version (groups need SL_PROTO_VERSION_GROUPS)
     bool reading;          // uv_read_start active
     bool over_credit;      // stopped reading: peer sent beyond its credit
     uint32_t max_frame;    // negotiated
@@ -275,7 +294,8 @@ struct sl_broker {
     uint64_t tick_count;
     bool stopping;
     sl_broker_stats stats;
-    sl_admin *admin; // NULL when the admin endpoint is off
+    sl_admin *admin;   // NULL when the admin endpoint is off
+    sl_groups *groups; // consumer groups (group.c)
 };
 
 // ---- server.c
@@ -309,6 +329,13 @@ int sl_conn_process(sl_conn *c);
 void sl_conn_streams_free(sl_conn *c);
 // Frees one stream (after a STREAM_CLOSE was sent or received).
 void sl_conn_stream_close(sl_conn *c, sl_stream *s);
+// Opens a stream of kind on topic t (referenced); NULL after a STREAM_CLOSE was sent (limit,
+// memory).
+sl_stream *sl_conn_stream_new(sl_conn *c, uint32_t id, uint8_t kind, sl_topic *t);
+// Sends STREAM_OK for stream id.
+void sl_conn_send_stream_ok(sl_conn *c, uint32_t id, const sl_proto_stream_ok *ok);
+// Sends ADMIN_RESULT(correlation_id, status, msg).
+void sl_conn_admin_reply(sl_conn *c, uint32_t correlation_id, int status, const char *msg);
 int sl_conn_send_error(sl_conn *c, uint32_t stream_id, int status, uint8_t reason,
                        uint32_t retry_after_ms, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
@@ -324,6 +351,8 @@ void sl_flow_deliver(sl_stream *s);
 void sl_flow_partition_grew(sl_partition *p);
 void sl_flow_stream_closed(sl_stream *s);
 void sl_flow_update_low_position(sl_partition *p);
+// Why the consumer stream s cannot be sent records now (SL_STALL_NONE: it can).
+sl_stall_reason sl_flow_stall_reason(const sl_stream *s);
 
 // ---- topic.c
 int sl_topics_lock_data_dir(sl_broker *b, char *err, size_t err_size);

@@ -10,6 +10,7 @@
 
 #include <sluice/error.h>
 
+#include "broker/group.h"
 #include "core/util.h"
 
 // Bytes reserved for encoding one control or admin frame (admin lists are paginated to fit).
@@ -98,6 +99,8 @@ sl_conn_streams_free(sl_conn *c)
     while (c->streams != NULL) {
         stream_free(c, c->streams);
     }
+    // A lost connection is a failed member: its partitions move at once, not after the session.
+    sl_groups_conn_closed(c);
 }
 
 // ---- handshake and liveness --------------------------------------------------------------------
@@ -128,8 +131,9 @@ on_hello(sl_conn *c, const sl_proto_hello *h)
     uint32_t hb = h->heartbeat_ms != 0 ? h->heartbeat_ms : (uint32_t)c->broker->config.heartbeat_ms;
     c->heartbeat_ms = SL_MIN(SL_MAX(hb, SL_PROTO_HEARTBEAT_MS_MIN), SL_PROTO_HEARTBEAT_MS_MAX);
     c->hello_done = true;
+    c->version = (uint16_t)SL_MIN(h->version_max, SL_PROTO_VERSION_MAX);
     sl_proto_hello_ok ok = {
-        .version = SL_PROTO_VERSION_MAX,
+        .version = c->version,
         .max_frame_bytes = c->max_frame,
         .heartbeat_ms = c->heartbeat_ms,
         .max_streams = c->broker->config.max_streams_per_connection,
@@ -183,6 +187,19 @@ stream_open(sl_conn *c, uint32_t id, uint8_t kind, sl_topic *t)
     c->streams = s;
     c->stream_count++;
     return s;
+}
+
+sl_stream *
+sl_conn_stream_new(sl_conn *c, uint32_t id, uint8_t kind, sl_topic *t)
+{
+    return stream_open(c, id, kind, t);
+}
+
+void
+sl_conn_send_stream_ok(sl_conn *c, uint32_t id, const sl_proto_stream_ok *ok)
+{
+    stream_ok_arg a = {.stream_id = id, .ok = *ok};
+    sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES, encode_stream_ok_arg, &a);
 }
 
 static sl_topic *
@@ -242,9 +259,8 @@ on_open_consume(sl_conn *c, uint32_t id, const sl_proto_open_consume *o)
     if (t == NULL) {
         return;
     }
-    if (o->partition == SL_PROTO_PARTITION_ANY || o->start_mode == SL_START_GROUP) {
-        sl_conn_send_error(c, id, SL_ENOTSUP, 0, 0,
-                           "consumer groups are not available yet: open a partition by number");
+    if (o->start_mode == SL_START_GROUP) {
+        sl_group_open_stream(c, id, t, o);
         return;
     }
     if (o->partition >= t->config.partition_count) {
@@ -304,6 +320,12 @@ admin_reply(sl_conn *c, uint32_t correlation_id, int status, const char *msg)
     r.status.message.size = (uint16_t)SL_MIN(strlen(msg), SL_PROTO_MESSAGE_MAX);
     sl_conn_encode(c, SL_BROKER_CONTROL_FRAME_BYTES + SL_PROTO_MESSAGE_MAX, encode_admin_result,
                    &r);
+}
+
+void
+sl_conn_admin_reply(sl_conn *c, uint32_t correlation_id, int status, const char *msg)
+{
+    admin_reply(c, correlation_id, status, msg);
 }
 
 static void
@@ -600,6 +622,10 @@ conn_dispatch(sl_conn *c, const sl_frame *f)
         if (s == NULL || s->kind != SL_STREAM_CONSUME) {
             break;
         }
+        if (s->gpart != NULL) {
+            sl_group_commit(s, f->u.commit.offset); // checks its own range (redeliveries rewind)
+            break;
+        }
         if (f->u.commit.offset > s->position) {
             sl_conn_send_error(c, sid, SL_ERANGE, 0, 0,
                                "commit of offset %" PRIu64 " beyond what was delivered (%" PRIu64
@@ -626,6 +652,17 @@ conn_dispatch(sl_conn *c, const sl_frame *f)
         break;
     case SL_FRAME_STATS:
         on_stats(c, &f->u.topic_request);
+        break;
+    case SL_FRAME_JOIN_GROUP:
+    case SL_FRAME_GROUP_HEARTBEAT:
+    case SL_FRAME_LEAVE_GROUP:
+    case SL_FRAME_LIST_GROUPS:
+    case SL_FRAME_DESCRIBE_GROUP:
+        if (c->version < SL_PROTO_VERSION_GROUPS) {
+            conn_protocol_error(c, "group frames need protocol version 2");
+            return SL_EPROTO;
+        }
+        sl_group_frame(c, f);
         break;
     default: {
         char why[96];

@@ -13,6 +13,7 @@
 #include <sluice/batch.h>
 #include <sluice/error.h>
 
+#include "broker/group.h"
 #include "core/util.h"
 
 // Credit is topped up only when less than this fraction of the target window is outstanding, so a
@@ -442,6 +443,9 @@ sl_flow_store_done(sl_broker *b, sl_store_req *r)
     if (slot != NULL) {
         s = slot->stream;
     }
+    if (s != NULL && r->conn == NULL) {
+        s = NULL;
+    }
     if (s != NULL && !s->conn->closing) {
         if (r->status != SL_OK) {
             char why[400];
@@ -466,7 +470,9 @@ sl_flow_store_done(sl_broker *b, sl_store_req *r)
     if (r->status == SL_OK) {
         sl_flow_partition_grew(p);
     }
-    sl_conn_unref(r->conn);
+    if (r->conn != NULL) {
+        sl_conn_unref(r->conn); // NULL: the broker's own append (dead letters, group.c)
+    }
     sl_topic_unref(t);
     sl_free(r, sizeof(*r) + r->size);
 }
@@ -491,6 +497,9 @@ sl_flow_stream_closed(sl_stream *s)
     if (*link == s) {
         *link = s->part_next;
     }
+    if (s->gpart != NULL) {
+        sl_group_stream_closed(s);
+    }
     sl_flow_update_low_position(s->part);
 }
 
@@ -509,7 +518,8 @@ sl_flow_update_low_position(sl_partition *p)
         committed = SL_MIN(committed, s->committed);
     }
     p->low_position = low;
-    sl_log_set_low_watermark(p->log, committed);
+    // In lossless mode the slowest consumer group is part of the watermark too.
+    sl_log_set_low_watermark(p->log, p->has_group ? SL_MIN(committed, p->group_low) : committed);
 }
 
 // Copies the batches in[0..in_len) into out, re-encoding a batch that straddles [first, end) so
@@ -574,7 +584,7 @@ trim_batches(const uint8_t *in, size_t in_len, uint64_t first, uint64_t end, uin
 // bytes sent, which is what counts against the consumer's byte demand (as the consumer counts).
 static int
 encode_deliver(sl_stream *s, const uint8_t *data, size_t size, uint64_t first, uint64_t end,
-               size_t *sent_out)
+               uint16_t redeliveries, size_t *sent_out)
 {
     sl_conn *c = s->conn;
     // The prefix has a fixed size; learn it from a probe describing one minimal batch.
@@ -582,7 +592,8 @@ encode_deliver(sl_stream *s, const uint8_t *data, size_t size, uint64_t first, u
         .first_offset = first,
         .end_offset = end,
         .log_end_offset = s->part->end_offset,
-        .batches = {.data = data, .size_bytes = SL_BATCH_HEADER_BYTES, .batch_count = 1}};
+        .batches = {.data = data, .size_bytes = SL_BATCH_HEADER_BYTES, .batch_count = 1},
+        .redelivery_count = c->version >= SL_PROTO_VERSION_GROUPS ? redeliveries : 0};
     uint8_t probe[DELIVER_HEADER_BYTES];
     size_t prefix = 0;
     if (sl_proto_encode_deliver_prefix(probe, sizeof(probe), s->id, &d, &prefix) != SL_OK) {
@@ -620,7 +631,15 @@ sl_flow_deliver(sl_stream *s)
     // Bounded: each pass delivers at least one record or stops.
     while (s->demand_records > 0 && s->demand_bytes > 0 && s->position < p->end_offset) {
         if (c->write_queued_bytes > b->config.connection_buffer_bytes / 2) {
+            s->stall_reason = SL_STALL_WRITE_FULL;
             return; // resumes from the write callback
+        }
+        // A group stream may be held back by max_ack_pending, and a delivery never mixes records
+        // of different redelivery counts.
+        uint64_t want = s->demand_records;
+        uint16_t redeliveries = 0;
+        if (s->gpart != NULL && (want = sl_group_deliver_limit(s, want, &redeliveries)) == 0) {
+            break;
         }
         size_t max_bytes = SL_MIN(s->demand_bytes, (uint64_t)SL_BROKER_DELIVER_BYTES_MAX);
         size_t cap = SL_MIN(b->scratch_size, (size_t)c->max_frame - DELIVER_HEADER_BYTES);
@@ -662,13 +681,13 @@ sl_flow_deliver(sl_stream *s)
         size_t used = 0;
         uint16_t count = 0;
         uint64_t end = s->position;
-        while (used < len && s->demand_records > end - s->position) {
+        while (used < len && want > end - s->position) {
             sl_batch_header h;
             if (sl_batch_header_decode(b->scratch + used, len - used, &h) != SL_OK) {
                 break;
             }
             uint64_t batch_end = h.base_offset + h.record_count;
-            uint64_t limit = s->position + s->demand_records;
+            uint64_t limit = s->position + want;
             end = SL_MIN(batch_end, limit);
             used += h.length;
             count++;
@@ -677,8 +696,12 @@ sl_flow_deliver(sl_stream *s)
             break;
         }
         size_t sent = 0;
-        if (encode_deliver(s, b->scratch, used, s->position, end, &sent) != SL_OK) {
+        if (encode_deliver(s, b->scratch, used, s->position, end, redeliveries, &sent) != SL_OK) {
+            s->stall_reason = SL_STALL_WRITE_FULL;
             return; // send allowance full: resumes from the write callback
+        }
+        if (s->gpart != NULL) {
+            sl_group_delivered(s, s->position, end, redeliveries);
         }
         uint64_t records = end - s->position;
         s->demand_records -= records;
@@ -690,7 +713,23 @@ sl_flow_deliver(sl_stream *s)
         p->out_bytes.total += sent;
         s->topic->drain_bytes.total += sent;
     }
+    s->stall_reason = sl_flow_stall_reason(s);
     sl_flow_update_low_position(p);
+}
+
+sl_stall_reason
+sl_flow_stall_reason(const sl_stream *s)
+{
+    if (s->demand_records == 0 || s->demand_bytes == 0) {
+        return SL_STALL_NO_DEMAND;
+    }
+    if (s->gpart != NULL && sl_group_ack_pending_full(s)) {
+        return SL_STALL_ACK_PENDING;
+    }
+    if (s->conn->write_queued_bytes > s->conn->broker->config.connection_buffer_bytes / 2) {
+        return SL_STALL_WRITE_FULL;
+    }
+    return s->position >= s->part->end_offset ? SL_STALL_CAUGHT_UP : SL_STALL_NONE;
 }
 
 void

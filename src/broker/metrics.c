@@ -12,6 +12,7 @@
 
 #include "broker/admin_http.h"
 #include "broker/broker.h"
+#include "broker/group.h"
 #include "core/util.h"
 
 typedef enum fam {
@@ -82,6 +83,15 @@ typedef enum fam {
     F_ADMIN_TIMEOUTS,
     F_ADMIN_TOO_LARGE,
     F_ADMIN_SERIES_DROPPED,
+    F_GROUP_MEMBERS,
+    F_GROUP_GENERATION,
+    F_GROUP_REBALANCES,
+    F_GROUP_REDELIVERIES,
+    F_GROUP_DLQ_RECORDS,
+    F_GROUP_COMMITTED,
+    F_GROUP_LAG_RECORDS,
+    F_GROUP_UNACKED,
+    F_GROUP_STALLED,
     F_COUNT
 } fam;
 
@@ -92,6 +102,9 @@ static const char *const L_TOPIC_REASON[] = {"topic", "reason"};
 static const char *const L_PART[] = {"topic", "partition"};
 static const char *const L_CONN[] = {"conn", "peer"};
 static const char *const L_STREAM[] = {"conn", "stream", "topic", "partition"};
+static const char *const L_GROUP[] = {"group", "topic"};
+static const char *const L_GROUP_PART[] = {"group", "topic", "partition"};
+static const char *const L_GROUP_STALL[] = {"group", "topic", "partition", "reason"};
 
 #define C      SL_METRIC_COUNTER
 #define G      SL_METRIC_GAUGE
@@ -246,6 +259,31 @@ static const fam_desc FAMS[F_COUNT] = {
                            "admin responses refused (500) for exceeding the size cap", C, NOLBL},
     [F_ADMIN_SERIES_DROPPED] = {"sluice_admin_series_dropped",
                                 "series left out of the previous scrape (series cap)", G, NOLBL},
+    [F_GROUP_MEMBERS] = {"sluice_group_members", "live members of a consumer group", G,
+                         LBL(L_GROUP)},
+    [F_GROUP_GENERATION] = {"sluice_group_generation", "current generation of a consumer group", G,
+                            LBL(L_GROUP)},
+    [F_GROUP_REBALANCES] = {"sluice_group_rebalances_total",
+                            "assignment changes (generations) since the broker started", C,
+                            LBL(L_GROUP)},
+    [F_GROUP_REDELIVERIES] = {"sluice_group_redeliveries_total",
+                              "records delivered again (after a failure or an ack timeout)", C,
+                              LBL(L_GROUP)},
+    [F_GROUP_DLQ_RECORDS] = {"sluice_group_dlq_records_total",
+                             "records moved to the dead-letter topic after max_redeliveries", C,
+                             LBL(L_GROUP)},
+    [F_GROUP_COMMITTED] = {"sluice_group_committed_offset",
+                           "committed offset of a group on a partition (durable)", G,
+                           LBL(L_GROUP_PART)},
+    [F_GROUP_LAG_RECORDS] = {"sluice_group_lag_records",
+                             "records between a group's committed offset and the partition end", G,
+                             LBL(L_GROUP_PART)},
+    [F_GROUP_UNACKED] = {"sluice_group_unacked_records",
+                         "records delivered to the owner and not yet committed", G,
+                         LBL(L_GROUP_PART)},
+    [F_GROUP_STALLED] = {"sluice_group_partition_stalled",
+                         "1 while the owner's stream gets no records, with the reason", G,
+                         LBL(L_GROUP_STALL)},
 };
 
 #undef C
@@ -497,6 +535,37 @@ put_conn(builder *k, sl_conn *c)
     }
 }
 
+static void
+put_group(builder *k, sl_broker *b, const sl_group *g)
+{
+    const char *l[] = {g->name, g->topic};
+    put(k, F_GROUP_MEMBERS, l, (double)g->member_count);
+    put(k, F_GROUP_GENERATION, l, (double)g->generation);
+    put(k, F_GROUP_REBALANCES, l, (double)g->rebalances_total);
+    put(k, F_GROUP_REDELIVERIES, l, (double)g->redeliveries_total);
+    put(k, F_GROUP_DLQ_RECORDS, l, (double)g->dlq_records_total);
+    sl_topic *t = sl_topic_find(b, g->topic, strlen(g->topic));
+    if (t != NULL && t->config.partition_count != g->partition_count) {
+        t = NULL;
+    }
+    for (uint32_t i = 0; i < g->partition_count; i++) {
+        const sl_group_part *gp = &g->parts[i];
+        char index[16];
+        snprintf(index, sizeof(index), "%" PRIu32, i);
+        const char *lp[] = {g->name, g->topic, index};
+        uint64_t end = t != NULL ? t->partitions[i].end_offset : gp->committed;
+        put(k, F_GROUP_COMMITTED, lp, (double)gp->committed);
+        put(k, F_GROUP_LAG_RECORDS, lp, (double)(end > gp->committed ? end - gp->committed : 0));
+        const sl_stream *s = gp->stream;
+        uint64_t unacked = s != NULL && s->position > s->committed ? s->position - s->committed : 0;
+        put(k, F_GROUP_UNACKED, lp, (double)unacked);
+        if (s != NULL && s->stall_reason != SL_STALL_NONE) {
+            const char *ls[] = {g->name, g->topic, index, sl_stall_reason_name(s->stall_reason)};
+            put(k, F_GROUP_STALLED, ls, 1.0);
+        }
+    }
+}
+
 // Per-topic sums over the open streams (credit outstanding, consumers), found by one walk of the
 // connections instead of one per topic. Topics are matched by pointer in the registry's order.
 static void
@@ -552,6 +621,10 @@ sl_broker_metrics_build(sl_broker *b, const sl_admin_counters *counters, double 
         }
         for (sl_conn *c = b->conns; c != NULL && k.err == SL_OK; c = c->next) {
             put_conn(&k, c);
+        }
+        // Bounded by SL_GROUPS_MAX and the series cap.
+        for (sl_group *g = b->groups->list; g != NULL && k.err == SL_OK; g = g->next) {
+            put_group(&k, b, g);
         }
         err = k.err;
     }

@@ -4,6 +4,7 @@
 // shutdown on SIGINT/SIGTERM that drains the storage thread and syncs every log.
 #include "broker/broker.h"
 #include "broker/admin_http.h"
+#include "broker/group.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -428,6 +429,7 @@ on_tick(uv_timer_t *t)
         }
     }
     sl_flow_tick(b, now);
+    sl_groups_tick(b, now);
     conns_tick(b, now);
     // Retention every second; every tick for drop_oldest topics, whose backlog bound is enforced
     // by deleting segments and must hold within a tick's worth of traffic.
@@ -526,6 +528,9 @@ sl_broker_open(sl_broker *b, const sl_broker_config *config, char *err, size_t e
     if (rc == SL_OK) {
         rc = sl_topics_load(b, err, err_size);
     }
+    if (rc == SL_OK) {
+        rc = sl_groups_open(b, err, err_size);
+    }
     if (rc != SL_OK) {
         return rc;
     }
@@ -607,6 +612,7 @@ sl_broker_close(sl_broker *b)
         uv_run(b->loop, UV_RUN_DEFAULT); // runs the close callbacks
         uv_loop_close(b->loop);
     }
+    sl_groups_close(b); // writes committed offsets not yet stored
     sl_topics_close(b); // closing a log syncs it
     if (b->lock_fd >= 0) {
         close(b->lock_fd);

@@ -1,6 +1,6 @@
 // The `sluice` command: one file per command (cmd_topic.c, cmd_produce.c, cmd_consume.c,
-// cmd_stats.c), shared option handling and exit codes here (common.c), record formatting in
-// format.c. main.c only calls sl_cli_main. Exit codes are documented in docs/cli.md.
+// cmd_stats.c, cmd_group.c), shared option handling and exit codes here (common.c), record
+// formatting in format.c. main.c only calls sl_cli_main. Exit codes are documented in docs/cli.md.
 #ifndef SLUICE_CLI_H
 #define SLUICE_CLI_H
 
@@ -33,6 +33,7 @@ int sl_cli_topic(int argc, char **argv, FILE *out, FILE *err);
 int sl_cli_produce(int argc, char **argv, FILE *out, FILE *err);
 int sl_cli_consume(int argc, char **argv, FILE *out, FILE *err);
 int sl_cli_stats(int argc, char **argv, FILE *out, FILE *err);
+int sl_cli_group(int argc, char **argv, FILE *out, FILE *err);
 
 // Set by SIGINT / SIGTERM once sl_cli_catch_signals ran; long commands stop cleanly on it.
 extern volatile sig_atomic_t sl_cli_interrupted;

@@ -24,6 +24,7 @@ static const cli_command commands[] = {
     {"produce", sl_cli_produce, "send lines from stdin, or a generated load, to a topic"},
     {"consume", sl_cli_consume, "print a topic's records to stdout"},
     {"stats", sl_cli_stats, "print broker or topic statistics"},
+    {"group", sl_cli_group, "list consumer groups, or describe one: members, offsets, lag"},
 };
 
 static void

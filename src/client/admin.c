@@ -80,6 +80,10 @@ frame_correlation(const sl_frame *f)
         return f->u.topic_info.correlation_id;
     case SL_FRAME_STATS_RESULT:
         return f->u.stats_result.correlation_id;
+    case SL_FRAME_GROUP_LIST:
+        return f->u.group_list.correlation_id;
+    case SL_FRAME_GROUP_INFO:
+        return f->u.group_info.correlation_id;
     default:
         return 0;
     }
@@ -289,6 +293,73 @@ sl_admin_stats(sl_admin *a, const char *topic, int64_t deadline_ns, sl_stat_cb c
         name[n] = '\0';
         cb(name, s.value, user);
     }
+    sl__conn_consume(&a->conn, pos);
+    return SL_OK;
+}
+
+// ---- consumer groups (protocol version 2) -------------------------------------------------------
+
+// Copies a string view into a NUL-terminated buffer of SL_PROTO_TOPIC_NAME_MAX + 1 bytes.
+static void
+name_copy(char *dst, sl_proto_str s)
+{
+    size_t n = SL_MIN((size_t)s.size, (size_t)SL_PROTO_TOPIC_NAME_MAX);
+    memcpy(dst, s.data, n);
+    dst[n] = '\0';
+}
+
+int
+sl_admin_list_groups(sl_admin *a, int64_t deadline_ns, sl_group_cb cb, void *user)
+{
+    uint8_t *at = NULL;
+    size_t room = sl__conn_room(&a->conn, &at);
+    sl_proto_list_groups m = {.correlation_id = a->next_correlation++,
+                              .max_entries = SL_PROTO_LIST_ENTRIES_MAX};
+    size_t len = 0;
+    sl_frame f;
+    size_t pos = 0;
+    int err = sl_proto_encode_list_groups(at, room, &m, &len);
+    err = admin_query(a, err, len, m.correlation_id, SL_FRAME_GROUP_LIST, deadline_ns, &f, &pos);
+    if (err != SL_OK) {
+        return err;
+    }
+    sl_proto_cursor cur;
+    sl_proto_group_list_init(&cur, &f.u.group_list);
+    sl_proto_group_entry e;
+    // Bounded by the entry count (SL_PROTO_LIST_ENTRIES_MAX).
+    while (sl_proto_group_list_next(&cur, &e) == SL_OK) {
+        char group[SL_PROTO_TOPIC_NAME_MAX + 1];
+        char topic[SL_PROTO_TOPIC_NAME_MAX + 1];
+        name_copy(group, e.group);
+        name_copy(topic, e.topic);
+        cb(group, topic, e.generation, e.member_count, e.partition_count, user);
+    }
+    sl__conn_consume(&a->conn, pos);
+    return SL_OK;
+}
+
+int
+sl_admin_describe_group(sl_admin *a, const char *group, const char *topic, int64_t deadline_ns,
+                        sl_group_info_cb cb, void *user)
+{
+    if (group == NULL || topic == NULL || !sl_proto_topic_name_valid(group, strlen(group)) ||
+        !sl_proto_topic_name_valid(topic, strlen(topic))) {
+        return SL_EINVAL;
+    }
+    uint8_t *at = NULL;
+    size_t room = sl__conn_room(&a->conn, &at);
+    sl_proto_describe_group m = {.correlation_id = a->next_correlation++,
+                                 .group = {group, (uint16_t)strlen(group)},
+                                 .topic = {topic, (uint16_t)strlen(topic)}};
+    size_t len = 0;
+    sl_frame f;
+    size_t pos = 0;
+    int err = sl_proto_encode_describe_group(at, room, &m, &len);
+    err = admin_query(a, err, len, m.correlation_id, SL_FRAME_GROUP_INFO, deadline_ns, &f, &pos);
+    if (err != SL_OK) {
+        return err;
+    }
+    cb(&f.u.group_info, user);
     sl__conn_consume(&a->conn, pos);
     return SL_OK;
 }

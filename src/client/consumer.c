@@ -8,7 +8,7 @@
 
 #include <sluice/error.h>
 
-#include "client/client_internal.h"
+#include "client/consumer_internal.h"
 #include "core/util.h"
 
 #define CONSUMER_PREFETCH_RECORDS_DEFAULT 1000u
@@ -20,48 +20,8 @@
 // Records dispatch takes per poll round.
 #define CONSUMER_DISPATCH_CHUNK 64u
 
-typedef struct cbatch {
-    struct cbatch *next;
-    uint8_t *buf; // a validated copy of the delivered batch
-    size_t len;
-    sl_batch_iter it;
-    uint64_t lo; // records outside [lo, hi) were trimmed (partial delivery or duplicates)
-    uint64_t hi;
-    uint32_t left; // kept records not yet handed out
-    uint32_t partition;
-} cbatch;
-
-struct sl_consumer {
-    sl__io io;
-    sl_consumer_config cfg;
-    char topic[SL_PROTO_TOPIC_NAME_MAX + 1];
-    char group[SL_PROTO_GROUP_NAME_MAX + 1];
-    int ready_fd;
-    // Under io.mutex.
-    cbatch *head; // buffered, oldest first
-    cbatch *tail;
-    cbatch *retired; // handed out by the last poll; freed at the next (views stay valid)
-    uint64_t buffered_records;
-    uint64_t buffered_bytes;
-    uint64_t outstanding_records; // requested and not yet delivered
-    uint64_t outstanding_bytes;
-    uint32_t stream_id;
-    bool stream_open;
-    bool stream_ready;
-    bool have_position;    // next_fetch is known (a reconnect resumes there)
-    uint64_t next_fetch;   // next offset wanted from the broker
-    uint64_t next_offset;  // next offset the application will see
-    uint64_t returned_end; // one past the last offset handed out
-    uint64_t commit_target;
-    uint64_t commit_sent;
-    int64_t paused_until_ns;
-    bool want_ready;
-    bool closing;
-    int fatal;
-    uint32_t partition;    // resolved by STREAM_OK
-    uint64_t window_bytes; // prefetch_bytes, raised to the stream's max_batch_bytes
-    sl_consumer_stats stats;
-};
+typedef sl__cbatch cbatch;
+typedef sl__cpart cpart;
 
 static void
 cbatch_free(cbatch *b)
@@ -70,8 +30,40 @@ cbatch_free(cbatch *b)
     sl_free(b, sizeof(*b));
 }
 
-static bool
-consumer_encode(sl_consumer *c, int (*enc)(sl_consumer *, uint8_t *, size_t, size_t *))
+sl__cpart *
+sl__consumer_part(sl_consumer *c, uint32_t partition)
+{
+    if (!c->group_mode) {
+        return &c->parts[0];
+    }
+    return partition < c->part_count ? &c->parts[partition] : NULL;
+}
+
+// The part whose stream is stream_id, or NULL (a late frame for a stream already left).
+static cpart *
+part_by_stream(sl_consumer *c, uint32_t stream_id)
+{
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        if (c->parts[i].stream_id == stream_id && c->parts[i].stream_open) {
+            return &c->parts[i];
+        }
+    }
+    return NULL;
+}
+
+// Parts with a stream share the prefetch window in group mode.
+static uint32_t
+active_parts(const sl_consumer *c)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        n += c->parts[i].active ? 1 : 0;
+    }
+    return SL_MAX(n, 1u);
+}
+
+bool
+sl__consumer_encode(sl_consumer *c, int (*enc)(sl_consumer *, uint8_t *, size_t, size_t *))
 {
     uint8_t *at = NULL;
     size_t room = sl__conn_room(&c->io.conn, &at);
@@ -86,25 +78,32 @@ consumer_encode(sl_consumer *c, int (*enc)(sl_consumer *, uint8_t *, size_t, siz
 static int
 enc_open(sl_consumer *c, uint8_t *at, size_t room, size_t *len)
 {
+    const cpart *p = c->pumped;
     sl_proto_open_consume m = {.partition = c->cfg.partition,
                                .start_mode = (uint8_t)c->cfg.start,
                                .start_offset =
                                    c->cfg.start == SL_START_OFFSET ? c->cfg.start_offset : 0,
                                .topic = {c->topic, (uint16_t)strlen(c->topic)},
                                .group = {c->group, (uint16_t)strlen(c->group)}};
-    if (c->have_position) {
+    if (c->group_mode) {
+        // The broker starts the stream at the group's committed offset; the generation lets it
+        // refuse an open from before a rebalance.
+        m.start_mode = SL_START_GROUP;
+        m.partition = p->partition;
+        m.start_offset = c->grp.generation;
+    } else if (p->have_position) {
         m.start_mode = SL_START_OFFSET; // resume exactly where the buffer ends
-        m.start_offset = c->next_fetch;
-        m.partition = c->partition; // the one STREAM_OK resolved (ANY is for group starts)
+        m.start_offset = p->next_fetch;
+        m.partition = p->partition; // the one STREAM_OK resolved
     }
-    return sl_proto_encode_open_consume(at, room, c->stream_id + 2, &m, len);
+    return sl_proto_encode_open_consume(at, room, c->next_stream_id, &m, len);
 }
 
 static int
 enc_commit(sl_consumer *c, uint8_t *at, size_t room, size_t *len)
 {
-    sl_proto_commit m = {.offset = c->commit_target};
-    return sl_proto_encode_commit(at, room, c->stream_id, &m, len);
+    sl_proto_commit m = {.offset = c->pumped->commit_target};
+    return sl_proto_encode_commit(at, room, c->pumped->stream_id, &m, len);
 }
 
 static uint64_t
@@ -113,59 +112,87 @@ window_left(uint64_t window, uint64_t a, uint64_t b)
     return a + b >= window ? 0 : window - a - b;
 }
 
+static uint64_t
+part_window_records(const sl_consumer *c)
+{
+    return SL_MAX(c->cfg.prefetch_records / active_parts(c), 1u);
+}
+
 static int
 enc_request(sl_consumer *c, uint8_t *at, size_t room, size_t *len)
 {
-    sl_proto_request m = {
-        .records =
-            window_left(c->cfg.prefetch_records, c->buffered_records, c->outstanding_records),
-        .bytes = window_left(c->window_bytes, c->buffered_bytes, c->outstanding_bytes)};
-    return sl_proto_encode_request(at, room, c->stream_id, &m, len);
+    return sl_proto_encode_request(at, room, c->pumped->stream_id, &c->request, len);
 }
 
 // Tops the window up when at least half of it is free in records or in bytes (fewer, larger
 // REQUESTs), or when either outstanding demand ran out (the broker sends nothing while either
 // is 0). Both increments go in one REQUEST; one of them may be 0.
 static void
-consumer_demand(sl_consumer *c)
+consumer_demand(sl_consumer *c, cpart *p)
 {
-    uint64_t recs =
-        window_left(c->cfg.prefetch_records, c->buffered_records, c->outstanding_records);
-    uint64_t bytes = window_left(c->window_bytes, c->buffered_bytes, c->outstanding_bytes);
-    bool starved = (c->outstanding_records == 0 && recs > 0) ||
-                   (c->outstanding_bytes < c->window_bytes / 2 && bytes > 0);
-    bool worth = recs * 2 >= c->cfg.prefetch_records || bytes * 2 >= c->window_bytes || starved;
-    if (recs + bytes == 0 || !worth || !consumer_encode(c, enc_request)) {
+    uint64_t window = part_window_records(c);
+    uint64_t recs = window_left(window, p->buffered_records, p->outstanding_records);
+    // The partitions share the buffer: each counts an equal part of what is buffered.
+    uint64_t bytes =
+        window_left(p->window_bytes, c->buffered_bytes / active_parts(c), p->outstanding_bytes);
+    bool starved = (p->outstanding_records == 0 && recs > 0) ||
+                   (p->outstanding_bytes < p->window_bytes / 2 && bytes > 0);
+    bool worth = recs * 2 >= window || bytes * 2 >= p->window_bytes || starved;
+    c->pumped = p;
+    c->request = (sl_proto_request){.records = recs, .bytes = bytes};
+    if (recs + bytes == 0 || !worth || !sl__consumer_encode(c, enc_request)) {
         return;
     }
-    c->outstanding_records += recs;
-    c->outstanding_bytes += bytes;
+    p->outstanding_records += recs;
+    p->outstanding_bytes += bytes;
     c->stats.requested_records_total += recs;
+}
+
+static void
+pump_part(sl_consumer *c, cpart *p, int64_t now, int64_t *wake_at)
+{
+    if (now < p->paused_until_ns) {
+        *wake_at = SL_MIN(*wake_at, p->paused_until_ns);
+        return;
+    }
+    c->pumped = p;
+    if (!p->stream_open && c->fatal == SL_OK && sl__consumer_encode(c, enc_open)) {
+        p->stream_id = c->next_stream_id;
+        c->next_stream_id += 2;
+        p->stream_open = true;
+    }
+    if (!p->stream_ready) {
+        return;
+    }
+    if (p->commit_target > p->commit_sent && sl__consumer_encode(c, enc_commit)) {
+        p->commit_sent = p->commit_target;
+        c->stats.committed_offset = p->commit_sent;
+        pthread_cond_broadcast(&c->io.cond);
+    }
+    if (!c->closing) {
+        consumer_demand(c, p);
+    }
 }
 
 static void
 consumer_pump(void *h, int64_t now, int64_t *wake_at)
 {
     sl_consumer *c = h;
-    if (now < c->paused_until_ns) {
-        *wake_at = SL_MIN(*wake_at, c->paused_until_ns);
-        return;
+    if (c->group_mode) {
+        sl__group_pump(c, now, wake_at);
     }
-    if (!c->stream_open && c->fatal == SL_OK && consumer_encode(c, enc_open)) {
-        c->stream_id += 2;
-        c->stream_open = true;
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        if (c->parts[i].active) {
+            pump_part(c, &c->parts[i], now, wake_at);
+        }
     }
-    if (!c->stream_ready) {
-        return;
-    }
-    if (c->commit_target > c->commit_sent && consumer_encode(c, enc_commit)) {
-        c->commit_sent = c->commit_target;
-        c->stats.committed_offset = c->commit_sent;
-        pthread_cond_broadcast(&c->io.cond);
-    }
-    if (!c->closing) {
-        consumer_demand(c);
-    }
+}
+
+static void
+part_stream_gone(cpart *p)
+{
+    p->stream_open = p->stream_ready = false;
+    p->outstanding_records = p->outstanding_bytes = 0; // demand dies with the stream
 }
 
 static void
@@ -173,21 +200,27 @@ consumer_connected(void *h, const sl_proto_hello_ok *ok)
 {
     sl_consumer *c = h;
     SL_UNUSED(ok);
-    c->stream_open = c->stream_ready = false;
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        part_stream_gone(&c->parts[i]);
+    }
 }
 
 static void
 consumer_disconnected(void *h)
 {
     sl_consumer *c = h;
-    c->stream_open = c->stream_ready = false;
-    c->outstanding_records = c->outstanding_bytes = 0; // demand dies with the stream
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        part_stream_gone(&c->parts[i]);
+    }
+    if (c->group_mode) {
+        sl__group_disconnected(c);
+    }
 }
 
 // Copies one delivered batch, keeping only the records in [lo, hi). Returns records kept.
 static int
-consumer_keep_batch(sl_consumer *c, const uint8_t *data, const sl_batch_header *vh, uint64_t lo,
-                    uint64_t hi)
+consumer_keep_batch(sl_consumer *c, cpart *p, const uint8_t *data, const sl_batch_header *vh,
+                    uint64_t lo, uint64_t hi, uint16_t redeliveries)
 {
     uint64_t first = SL_MAX(lo, vh->base_offset);
     uint64_t last_end = SL_MIN(hi, vh->base_offset + vh->record_count);
@@ -217,7 +250,8 @@ consumer_keep_batch(sl_consumer *c, const uint8_t *data, const sl_batch_header *
     b->lo = first;
     b->hi = last_end;
     b->left = (uint32_t)(last_end - first);
-    b->partition = c->partition;
+    b->partition = p->partition;
+    b->redelivery_count = redeliveries;
     err = sl_batch_iter_init(&b->it, buf, b->len);
     if (err != SL_OK) {
         cbatch_free(b);
@@ -230,7 +264,7 @@ consumer_keep_batch(sl_consumer *c, const uint8_t *data, const sl_batch_header *
     }
     c->tail = b;
     c->buffered_bytes += b->len;
-    c->next_fetch = last_end;
+    p->next_fetch = last_end;
     return (int)b->left;
 }
 
@@ -245,8 +279,12 @@ window_count(const sl_batch_header *h, uint64_t first, uint64_t end)
 }
 
 static int
-consumer_deliver(sl_consumer *c, const sl_proto_deliver *d)
+consumer_deliver(sl_consumer *c, cpart *p, const sl_proto_deliver *d)
 {
+    if (c->group_mode && d->redelivery_count > 0 && d->first_offset < p->next_fetch) {
+        // The broker went back to the committed offset (ack timeout): take them again.
+        p->next_fetch = d->first_offset;
+    }
     sl_proto_cursor cur;
     sl_proto_batches_init(&cur, &d->batches);
     uint64_t kept = 0;
@@ -262,8 +300,8 @@ consumer_deliver(sl_consumer *c, const sl_proto_deliver *d)
         if (err == SL_OK) {
             counted += window_count(&h, d->first_offset, d->end_offset);
             // Records before next_fetch arrived already (a redelivery after reconnect).
-            err = consumer_keep_batch(c, data, &h, SL_MAX(d->first_offset, c->next_fetch),
-                                      d->end_offset);
+            err = consumer_keep_batch(c, p, data, &h, SL_MAX(d->first_offset, p->next_fetch),
+                                      d->end_offset, d->redelivery_count);
         }
         if (err < 0) {
             return err;
@@ -272,10 +310,15 @@ consumer_deliver(sl_consumer *c, const sl_proto_deliver *d)
     }
     bool was_empty = c->buffered_records == 0;
     c->buffered_records += kept;
+    p->buffered_records += kept;
     c->stats.records_delivered_total += kept;
+    if (d->redelivery_count > 0) {
+        c->stats.redelivered_records_total += kept;
+    }
     c->stats.log_end_offset = d->log_end_offset;
-    c->outstanding_records -= SL_MIN(c->outstanding_records, counted);
-    c->outstanding_bytes -= SL_MIN(c->outstanding_bytes, d->batches.size_bytes);
+    p->log_end_offset = d->log_end_offset;
+    p->outstanding_records -= SL_MIN(p->outstanding_records, counted);
+    p->outstanding_bytes -= SL_MIN(p->outstanding_bytes, d->batches.size_bytes);
     if (was_empty && kept > 0) {
         sl__signal_fd(c->ready_fd);
     }
@@ -283,12 +326,16 @@ consumer_deliver(sl_consumer *c, const sl_proto_deliver *d)
 }
 
 static void
-consumer_stream_closed(sl_consumer *c, const sl_proto_error *e, int64_t now)
+consumer_stream_closed(sl_consumer *c, cpart *p, const sl_proto_error *e, int64_t now)
 {
     int err = sl_proto_status_from_code(e->code);
-    consumer_disconnected(c);
+    part_stream_gone(p);
     uint32_t wait = e->retry_after_ms != 0 ? e->retry_after_ms : CONSUMER_REOPEN_MS;
-    c->paused_until_ns = now + (int64_t)sl__io_jitter_ms(&c->io, wait) * 1000000;
+    p->paused_until_ns = now + (int64_t)sl__io_jitter_ms(&c->io, wait) * 1000000;
+    if (c->group_mode && err == SL_EBUSY) {
+        // Revoked or stale: the next ASSIGN (or heartbeat answer) says what is ours now.
+        return;
+    }
     if (err == SL_ENOENT || err == SL_EINVAL || err == SL_ERANGE || err == SL_ENOTSUP) {
         c->fatal = err;
         sl__signal_fd(c->ready_fd);
@@ -299,30 +346,46 @@ static int
 consumer_frame(void *h, const sl_frame *f, int64_t now)
 {
     sl_consumer *c = h;
-    if (f->header.stream_id != 0 && f->header.stream_id != c->stream_id) {
+    if (f->header.stream_id == 0) {
+        int err = c->group_mode ? sl__group_frame(c, f, now) : SL_ENOENT;
+        if (err != SL_ENOENT) {
+            return err;
+        }
+        if (f->header.type != SL_FRAME_THROTTLE) {
+            return SL_EPROTO;
+        }
+        sl__io_count_throttle(&c->io, f->u.throttle.reason, f->u.throttle.retry_after_ms);
+        return SL_OK;
+    }
+    cpart *p = part_by_stream(c, f->header.stream_id);
+    if (p == NULL) {
         return SL_OK; // a late frame for a stream already left
     }
     switch (f->header.type) {
     case SL_FRAME_STREAM_OK:
-        c->next_fetch = SL_MAX(f->u.stream_ok.start_offset, c->have_position ? c->next_fetch : 0);
-        if (!c->have_position) {
-            c->next_offset = c->returned_end = c->next_fetch;
+        p->next_fetch = SL_MAX(f->u.stream_ok.start_offset, p->have_position ? p->next_fetch : 0);
+        if (c->group_mode) {
+            p->next_fetch = f->u.stream_ok.start_offset; // the group's committed offset rules
         }
-        c->have_position = true;
-        c->partition = f->u.stream_ok.partition;
+        if (!p->have_position || c->group_mode) {
+            p->next_offset = p->returned_end = p->next_fetch;
+        }
+        p->have_position = true;
+        p->partition = f->u.stream_ok.partition;
         // A byte demand below one batch could stall: the broker sends whole batches.
-        c->window_bytes = SL_MAX(c->cfg.prefetch_bytes, f->u.stream_ok.max_batch_bytes);
-        c->stream_ready = true;
-        c->commit_sent = 0; // the new stream hears the latest commit again
+        p->window_bytes =
+            SL_MAX(c->cfg.prefetch_bytes / active_parts(c), f->u.stream_ok.max_batch_bytes);
+        p->stream_ready = true;
+        p->commit_sent = 0; // the new stream hears the latest commit again
         return SL_OK;
     case SL_FRAME_DELIVER:
-        return consumer_deliver(c, &f->u.deliver);
+        return consumer_deliver(c, p, &f->u.deliver);
     case SL_FRAME_THROTTLE:
         sl__io_count_throttle(&c->io, f->u.throttle.reason, f->u.throttle.retry_after_ms);
         return SL_OK;
     case SL_FRAME_STREAM_CLOSE:
     case SL_FRAME_ERROR:
-        consumer_stream_closed(c, &f->u.error, now);
+        consumer_stream_closed(c, p, &f->u.error, now);
         return SL_OK;
     default:
         return SL_EPROTO;
@@ -339,6 +402,9 @@ consumer_unlocked(void *h)
     pthread_mutex_unlock(&c->io.mutex);
     if (call && c->cfg.ready_cb != NULL) {
         c->cfg.ready_cb(c->cfg.ready_user);
+    }
+    if (c->group_mode) {
+        sl__group_unlocked(c);
     }
 }
 
@@ -361,11 +427,43 @@ sl_consumer_config_init(sl_consumer_config *cfg)
     cfg->heartbeat_ms = SL_PROTO_HEARTBEAT_MS_DEFAULT;
 }
 
+static bool
+group_limits_ok(const sl_consumer_config *cfg)
+{
+    bool session = cfg->session_timeout_ms == 0 ||
+                   (cfg->session_timeout_ms >= SL_PROTO_SESSION_TIMEOUT_MS_MIN &&
+                    cfg->session_timeout_ms <= SL_PROTO_SESSION_TIMEOUT_MS_MAX);
+    bool ack = cfg->ack_timeout_ms == 0 || (cfg->ack_timeout_ms >= SL_PROTO_ACK_TIMEOUT_MS_MIN &&
+                                            cfg->ack_timeout_ms <= SL_PROTO_ACK_TIMEOUT_MS_MAX);
+    return session && ack && cfg->max_ack_pending <= SL_PROTO_MAX_ACK_PENDING_MAX &&
+           cfg->max_redeliveries <= SL_PROTO_MAX_REDELIVERIES_MAX;
+}
+
+static int
+consumer_parts_init(sl_consumer *c)
+{
+    c->part_count = c->group_mode ? SL_PROTO_PARTITIONS_MAX : 1;
+    c->parts = sl_calloc(c->part_count, sizeof(*c->parts));
+    if (c->parts == NULL) {
+        c->part_count = 0;
+        return SL_ENOMEM;
+    }
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        c->parts[i].partition = c->group_mode ? i : c->cfg.partition;
+    }
+    c->parts[0].active = !c->group_mode;
+    return SL_OK;
+}
+
 int
 sl_consumer_new(const sl_consumer_config *cfg, sl_consumer **out)
 {
+    bool group_mode = cfg->start == SL_START_GROUP ||
+                      (cfg->group != NULL && cfg->partition == SL_PROTO_PARTITION_ANY);
     if (cfg->prefetch_records == 0 || cfg->prefetch_bytes == 0 || cfg->start > SL_START_GROUP ||
-        (cfg->start == SL_START_GROUP && (cfg->group == NULL || cfg->group[0] == '\0'))) {
+        (group_mode && (cfg->group == NULL || cfg->group[0] == '\0')) ||
+        (group_mode && cfg->start == SL_START_OFFSET) || !group_limits_ok(cfg) ||
+        (!group_mode && cfg->partition == SL_PROTO_PARTITION_ANY)) {
         return SL_EINVAL;
     }
     sl_consumer *c = sl_calloc(1, sizeof(*c));
@@ -375,10 +473,14 @@ sl_consumer_new(const sl_consumer_config *cfg, sl_consumer **out)
     c->io.wake_fd = -1;
     c->ready_fd = -1;
     c->cfg = *cfg;
-    c->stream_id = 1u - 2u; // the first open uses id 1
+    c->group_mode = group_mode;
+    c->next_stream_id = 1;
     int err = sl__copy_name(c->topic, cfg->topic, false);
     if (err == SL_OK) {
         err = sl__copy_name(c->group, cfg->group, true);
+    }
+    if (err == SL_OK) {
+        err = consumer_parts_init(c);
     }
     if (err == SL_OK) {
         err = sl__io_init(&c->io, cfg->broker, cfg->client_id ? cfg->client_id : "sluice-consumer",
@@ -408,6 +510,33 @@ consumer_free_retired(sl_consumer *c)
     }
 }
 
+void
+sl__consumer_part_drop(sl_consumer *c, sl__cpart *p)
+{
+    part_stream_gone(p);
+    cbatch **link = &c->head;
+    c->tail = NULL;
+    // Bounded by the buffered batches: each pass removes one or moves on.
+    while (*link != NULL) {
+        cbatch *b = *link;
+        if (b->partition != p->partition) {
+            c->tail = b;
+            link = &b->next;
+            continue;
+        }
+        *link = b->next;
+        c->buffered_records -= b->left;
+        c->buffered_bytes -= b->len;
+        cbatch_free(b);
+    }
+    if (c->buffered_records == 0) {
+        sl__drain_fd(c->ready_fd);
+    }
+    uint32_t partition = p->partition;
+    memset(p, 0, sizeof(*p));
+    p->partition = partition;
+}
+
 // Hands out up to cap buffered records. Caller holds the mutex.
 static size_t
 consumer_take(sl_consumer *c, sl_consumed *out, size_t cap)
@@ -419,9 +548,16 @@ consumer_take(sl_consumer *c, sl_consumed *out, size_t cap)
         uint64_t off = 0;
         int err = b->left == 0 ? SL_ENOENT : sl_batch_iter_next(&b->it, &r, &off);
         if (err == SL_OK && off >= b->lo && off < b->hi) {
-            out[n++] = (sl_consumed){.offset = off, .partition = b->partition, .record = r};
+            out[n++] = (sl_consumed){.offset = off,
+                                     .partition = b->partition,
+                                     .record = r,
+                                     .redelivery_count = b->redelivery_count};
             b->left--;
-            c->next_offset = off + 1;
+            cpart *p = sl__consumer_part(c, b->partition);
+            p->next_offset = off + 1;
+            p->returned_end = p->next_offset;
+            p->buffered_records--;
+            c->stats.next_offset = off + 1;
         } else if (err != SL_OK) {
             c->head = b->next;
             if (c->head == NULL) {
@@ -433,8 +569,19 @@ consumer_take(sl_consumer *c, sl_consumed *out, size_t cap)
     }
     c->buffered_records -= n;
     c->stats.records_polled_total += n;
-    c->returned_end = c->next_offset;
     return n;
+}
+
+// At-least-once: what the last poll returned counts as processed at the next one.
+static void
+auto_ack(sl_consumer *c)
+{
+    for (uint32_t i = 0; c->cfg.auto_ack && i < c->part_count; i++) {
+        cpart *p = &c->parts[i];
+        if (p->active && p->returned_end > p->commit_target) {
+            p->commit_target = p->returned_end;
+        }
+    }
 }
 
 int
@@ -444,9 +591,7 @@ sl_consumer_poll(sl_consumer *c, sl_consumed *out, size_t cap, int64_t deadline_
     *count_out = 0;
     pthread_mutex_lock(&c->io.mutex);
     consumer_free_retired(c);
-    if (c->cfg.auto_ack && c->returned_end > c->commit_target) {
-        c->commit_target = c->returned_end; // at-least-once: what the last poll returned
-    }
+    auto_ack(c);
     int err = SL_OK;
     for (;;) { // bounded by deadline_ns
         if (c->buffered_records > 0 || c->closing) {
@@ -494,17 +639,64 @@ sl_consumer_dispatch(sl_consumer *c, size_t max, int64_t deadline_ns, sl_record_
     return err;
 }
 
+static int
+ack_part(sl_consumer *c, cpart *p, uint64_t offset)
+{
+    if (p == NULL || !p->active) {
+        return SL_ENOENT;
+    }
+    if (offset >= p->returned_end) {
+        return SL_EINVAL;
+    }
+    if (offset + 1 > p->commit_target) {
+        p->commit_target = offset + 1;
+    }
+    return SL_OK;
+}
+
 int
 sl_consumer_ack(sl_consumer *c, uint64_t offset)
 {
-    pthread_mutex_lock(&c->io.mutex);
-    int err = offset >= c->returned_end ? SL_EINVAL : SL_OK;
-    if (err == SL_OK && offset + 1 > c->commit_target) {
-        c->commit_target = offset + 1;
+    if (c->group_mode) {
+        return SL_EINVAL;
     }
+    pthread_mutex_lock(&c->io.mutex);
+    int err = ack_part(c, &c->parts[0], offset);
     pthread_mutex_unlock(&c->io.mutex);
     sl__io_wake(&c->io);
     return err;
+}
+
+int
+sl_consumer_ack_record(sl_consumer *c, uint32_t partition, uint64_t offset)
+{
+    pthread_mutex_lock(&c->io.mutex);
+    cpart *p = sl__consumer_part(c, partition);
+    int err = p != NULL && p->partition == partition ? ack_part(c, p, offset) : SL_ENOENT;
+    pthread_mutex_unlock(&c->io.mutex);
+    sl__io_wake(&c->io);
+    return err;
+}
+
+void
+sl_consumer_assignment(sl_consumer *c, uint32_t *partitions, size_t cap, size_t *count_out,
+                       uint32_t *generation_out)
+{
+    pthread_mutex_lock(&c->io.mutex);
+    size_t n = 0;
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        if (c->parts[i].active) {
+            if (n < cap) {
+                partitions[n] = c->parts[i].partition;
+            }
+            n++;
+        }
+    }
+    *count_out = SL_MIN(n, cap);
+    if (generation_out != NULL) {
+        *generation_out = c->grp.generation;
+    }
+    pthread_mutex_unlock(&c->io.mutex);
 }
 
 int
@@ -521,8 +713,29 @@ sl_consumer_stats_get(sl_consumer *c, sl_consumer_stats *out)
     out->client = c->io.stats;
     out->buffered_records = c->buffered_records;
     out->buffered_bytes = c->buffered_bytes;
-    out->next_offset = c->next_offset;
+    if (!c->group_mode) {
+        out->next_offset = c->parts[0].next_offset;
+    }
+    out->generation = c->grp.generation;
+    out->rebalances_total = c->grp.rebalances_seen;
+    out->assigned_partitions = 0;
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        out->assigned_partitions += c->parts[i].active ? 1 : 0;
+    }
     pthread_mutex_unlock(&c->io.mutex);
+}
+
+// True while a part has a commit not yet encoded (close waits for those).
+static bool
+commits_pending(const sl_consumer *c)
+{
+    for (uint32_t i = 0; i < c->part_count; i++) {
+        const cpart *p = &c->parts[i];
+        if (p->active && p->stream_ready && p->commit_sent < p->commit_target) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void
@@ -533,14 +746,15 @@ sl_consumer_free(sl_consumer *c)
     }
     if (c->io.thread_started) {
         pthread_mutex_lock(&c->io.mutex);
-        if (c->cfg.auto_ack && c->returned_end > c->commit_target) {
-            c->commit_target = c->returned_end;
-        }
+        auto_ack(c);
         c->closing = true;
         sl__io_wake(&c->io);
         int64_t deadline = sl_deadline_after_ms(CONSUMER_CLOSE_COMMIT_MS);
-        while (c->io.connected && c->commit_sent < c->commit_target &&
+        while (c->io.connected && commits_pending(c) &&
                sl__io_wait(&c->io, deadline)) { // bounded by deadline
+        }
+        if (c->group_mode && c->io.connected) {
+            sl__group_leave(c, deadline); // after the commits: the broker stores them first
         }
         pthread_mutex_unlock(&c->io.mutex);
         // The COMMIT is encoded; give the I/O thread one round to write it.
@@ -557,5 +771,6 @@ sl_consumer_free(sl_consumer *c)
     if (c->ready_fd >= 0) {
         close(c->ready_fd);
     }
+    sl_free(c->parts, (size_t)c->part_count * sizeof(*c->parts));
     sl_free(c, sizeof(*c));
 }

@@ -34,6 +34,21 @@ encode_connection(void *buf, size_t cap, const sl_frame *f, size_t *len_out)
         return sl_proto_encode_topic_info(buf, cap, &f->u.topic_info, len_out);
     case SL_FRAME_STATS_RESULT:
         return sl_proto_encode_stats_result(buf, cap, &f->u.stats_result, len_out);
+    case SL_FRAME_JOIN_GROUP:
+        return sl_proto_encode_join_group(buf, cap, &f->u.join_group, len_out);
+    case SL_FRAME_GROUP_HEARTBEAT:
+    case SL_FRAME_LEAVE_GROUP:
+        return sl_proto_encode_group_member(buf, cap, f->header.type, &f->u.group_member, len_out);
+    case SL_FRAME_ASSIGN:
+        return sl_proto_encode_assign(buf, cap, &f->u.assign, len_out);
+    case SL_FRAME_LIST_GROUPS:
+        return sl_proto_encode_list_groups(buf, cap, &f->u.list_groups, len_out);
+    case SL_FRAME_DESCRIBE_GROUP:
+        return sl_proto_encode_describe_group(buf, cap, &f->u.describe_group, len_out);
+    case SL_FRAME_GROUP_LIST:
+        return sl_proto_encode_group_list(buf, cap, &f->u.group_list, len_out);
+    case SL_FRAME_GROUP_INFO:
+        return sl_proto_encode_group_info(buf, cap, &f->u.group_info, len_out);
     default:
         return SL_ENOENT;
     }

@@ -85,7 +85,7 @@ header_decode(const uint8_t *b, size_t len, uint32_t max_frame, sl_frame_header 
     int scope = frame_scope(h->type);
     if (scope == 0) {
         *why = h->type >= SL_PROTO_GROUP_TYPES_FIRST && h->type <= SL_PROTO_GROUP_TYPES_LAST
-                   ? "frame type reserved for consumer groups (not in protocol version 1)"
+                   ? "frame type reserved for consumer groups (not defined in version 2)"
                    : "unknown frame type";
         return SL_EPROTO;
     }
@@ -440,7 +440,10 @@ decode_payload(uint8_t type, sl__rd *r, sl_frame *out)
         break;
     }
     int err = sl__proto_decode_stream(type, r, out);
-    return err != SL_ENOENT ? err : sl__proto_decode_admin(type, r, out);
+    if (err == SL_ENOENT) {
+        err = sl__proto_decode_admin(type, r, out);
+    }
+    return err != SL_ENOENT ? err : sl__proto_decode_group(type, r, out);
 }
 
 int

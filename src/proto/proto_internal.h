@@ -225,10 +225,11 @@ void sl__rd_status(sl__rd *r, sl_proto_error *out, bool code_required);
 void sl__wr_status(sl__wr *w, const sl_proto_error *e);
 
 // Decoders the generic dispatcher calls for the stream frames (stream.c) and the admin frames
-// (admin.c): SL_OK once the payload is read into out (r->why says if it was bad), SL_ENOENT for a
-// type the file does not own.
+// (admin.c) and the group frames (group.c): SL_OK once the payload is read into out (r->why says if
+// it was bad), SL_ENOENT for a type the file does not own.
 int sl__proto_decode_stream(uint8_t type, sl__rd *r, sl_frame *out);
 int sl__proto_decode_admin(uint8_t type, sl__rd *r, sl_frame *out);
+int sl__proto_decode_group(uint8_t type, sl__rd *r, sl_frame *out);
 
 // Records why (a static sentence) as the reader's failure if why is not NULL and nothing failed
 // before: the check functions run only on fields that were all read.

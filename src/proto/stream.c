@@ -126,7 +126,10 @@ check_open_consume(const sl_proto_open_consume *o)
     if (o->start_mode > SL_START_GROUP) {
         return "unknown start mode";
     }
-    if (o->start_mode != SL_START_OFFSET && o->start_offset != 0) {
+    // GROUP mode carries the member's generation there (version 2), a u32.
+    if (o->start_mode == SL_START_GROUP
+            ? o->start_offset > UINT32_MAX
+            : o->start_mode != SL_START_OFFSET && o->start_offset != 0) {
         return "start offset given with a start mode that ignores it";
     }
     if (o->group.size != 0 && !sl__name_ok(o->group)) {
@@ -433,7 +436,7 @@ rd_request(sl__rd *r, sl_proto_request *out)
 }
 
 // DELIVER: 0 u64 first_offset | 8 u64 end_offset | 16 u64 log_end_offset | 24 u16 batch_count |
-// 26 u16 reserved | 28 batches.
+// 26 u16 redelivery_count (version 2; 0 on version 1) | 28 batches.
 static const char *
 check_deliver(const sl_proto_deliver *d, uint32_t *record_count)
 {
@@ -467,7 +470,7 @@ wr_deliver_fixed(sl__wr *w, void *buf, size_t cap, uint32_t stream_id, const sl_
     sl__wr_u64(w, in->end_offset);
     sl__wr_u64(w, in->log_end_offset);
     sl__wr_u16(w, in->batches.batch_count);
-    sl__wr_u16(w, 0);
+    sl__wr_u16(w, in->redelivery_count);
 }
 
 int
@@ -505,7 +508,7 @@ rd_deliver(sl__rd *r, sl_proto_deliver *out)
     out->end_offset = sl__rd_u64(r);
     out->log_end_offset = sl__rd_u64(r);
     uint16_t count = sl__rd_u16(r);
-    sl__rd_zero(r, 2);
+    out->redelivery_count = sl__rd_u16(r);
     rd_batches(r, count, &out->batches);
     sl__rd_check(r, r->why == NULL ? check_deliver(out, &out->batches.record_count) : NULL);
 }

@@ -52,6 +52,68 @@ static const sl_proto_stat g_stats[] = {{STR("sluice_bytes_in_total"), 123456789
                                         {STR("sluice_streams{kind=\"produce\"}"), 3}};
 static const sl_proto_partition_info g_parts[] = {{0, 100, 90, 4096}, {5, 7, 7, 0}};
 
+static const uint32_t g_assigned[] = {0, 2, 5};
+static const sl_proto_group_entry g_group_entries[] = {{STR("billing"), STR("orders"), 3, 2, 6}};
+static const sl_proto_group_member_info g_members[] = {
+    {STR("m-1-1"), STR("127.0.0.1:5000"), 6000, 1000}, {STR("m-2-1"), STR(""), 1000, 10}};
+static const sl_proto_group_partition_info g_group_parts[] = {
+    {0, 0, SL_STALL_ACK_PENDING, 10, 20, 30, 1700000000000000},
+    {1, SL_PROTO_OWNER_NONE, 0, 0, 0, 0, 0}};
+#define GROUP_SAMPLE_COUNT 8
+
+// Group frames (version 2): samples 27.. of encode_sample.
+static int
+encode_group_sample(int index, uint8_t *buf, size_t cap, size_t *len)
+{
+    switch (index - 27) {
+    case 0: {
+        sl_proto_join_group j = {7, 1000, 500, 100, 3, SL_OFFSET_RESET_LATEST,
+                                 STR("billing"), STR("orders"), STR("")};
+        return sl_proto_encode_join_group(buf, cap, &j, len);
+    }
+    case 1: {
+        sl_proto_group_member m = {8, 3, STR("billing"), STR("orders"), STR("m-1-1")};
+        return sl_proto_encode_group_member(buf, cap, SL_FRAME_GROUP_HEARTBEAT, &m, len);
+    }
+    case 2: {
+        sl_proto_group_member m = {9, 0, STR("billing"), STR("orders"), STR("m-1-1")};
+        return sl_proto_encode_group_member(buf, cap, SL_FRAME_LEAVE_GROUP, &m, len);
+    }
+    case 3: {
+        sl_proto_assign a = {7, 3, 1000, STR("billing"), STR("orders"), STR("m-1-1"), 3,
+                             g_assigned, NULL};
+        return sl_proto_encode_assign(buf, cap, &a, len);
+    }
+    case 4:
+        return sl_proto_encode_list_groups(buf, cap, &(sl_proto_list_groups){10, 100}, len);
+    case 5: {
+        sl_proto_describe_group d = {11, STR("billing"), STR("orders")};
+        return sl_proto_encode_describe_group(buf, cap, &d, len);
+    }
+    case 6: {
+        sl_proto_group_list l = {.correlation_id = 10, .entry_count = 1, .entries = g_group_entries};
+        return sl_proto_encode_group_list(buf, cap, &l, len);
+    }
+    case 7: {
+        sl_proto_group_info g = {.correlation_id = 11,
+                                 .generation = 3,
+                                 .rebalances_total = 4,
+                                 .redeliveries_total = 5,
+                                 .dlq_records_total = 1,
+                                 .group = STR("billing"),
+                                 .topic = STR("orders"),
+                                 .member_count = 2,
+                                 .partition_count = 2,
+                                 .members = g_members,
+                                 .partitions = g_group_parts};
+        return sl_proto_encode_group_info(buf, cap, &g, len);
+    }
+    default:
+        fail_msg("no sample %d", index);
+    }
+    return SL_EINVAL;
+}
+
 // Encodes sample frame number index (0..SAMPLE_COUNT) into buf; returns its length.
 static size_t
 encode_sample(int index, uint8_t *buf, size_t cap)
@@ -133,7 +195,7 @@ encode_sample(int index, uint8_t *buf, size_t cap)
         err = sl_proto_encode_request(buf, cap, 2, &(sl_proto_request){100, 1u << 20}, &len);
         break;
     case 15: {
-        sl_proto_deliver d = {101, 105, 200, sample_batches()};
+        sl_proto_deliver d = {101, 105, 200, sample_batches(), 0};
         err = sl_proto_encode_deliver(buf, cap, 2, &d, &len);
         break;
     }
@@ -187,13 +249,13 @@ encode_sample(int index, uint8_t *buf, size_t cap)
         break;
     }
     default:
-        fail_msg("no sample %d", index);
+        err = encode_group_sample(index, buf, cap, &len);
     }
     assert_int_equal(err, SL_OK);
     return len;
 }
 
-#define SAMPLE_COUNT 27
+#define SAMPLE_COUNT (27 + GROUP_SAMPLE_COUNT)
 
 // Decodes a frame from an exact-size heap copy, so ASan catches any read past the end.
 static int
@@ -431,7 +493,7 @@ test_unknown_reserved_and_misscoped_frames(void **state)
         assert_string_equal(why, "unknown frame type");
         assert_null(sl_proto_frame_name(unknown[i]));
     }
-    put_header(b, 8, 0x60, 0);
+    put_header(b, 8, 0x68, 0);
     assert_int_equal(sl_proto_decode(b, sizeof(b), MAX_FRAME, &f, &consumed, &why), SL_EPROTO);
     assert_non_null(strstr(why, "consumer groups"));
     put_header(b, 8, SL_FRAME_PING, 5);
@@ -517,15 +579,15 @@ test_encoders_refuse_what_decoders_refuse(void **state)
     assert_int_equal(sl_proto_encode_produce(buf, sizeof(buf), 1, &p, &len), SL_OK);
 
     // Deliver: the counted range lies inside the batches and is not empty.
-    sl_proto_deliver d = {99, 105, 200, sample_batches()};
+    sl_proto_deliver d = {99, 105, 200, sample_batches(), 0};
     assert_int_equal(sl_proto_encode_deliver(buf, sizeof(buf), 2, &d, &len), SL_EINVAL);
-    d = (sl_proto_deliver){100, 106, 200, sample_batches()};
+    d = (sl_proto_deliver){100, 106, 200, sample_batches(), 0};
     assert_int_equal(sl_proto_encode_deliver(buf, sizeof(buf), 2, &d, &len), SL_EINVAL);
-    d = (sl_proto_deliver){103, 103, 200, sample_batches()};
+    d = (sl_proto_deliver){103, 103, 200, sample_batches(), 0};
     assert_int_equal(sl_proto_encode_deliver(buf, sizeof(buf), 2, &d, &len), SL_EINVAL);
-    d = (sl_proto_deliver){100, 105, 104, sample_batches()};
+    d = (sl_proto_deliver){100, 105, 104, sample_batches(), 0};
     assert_int_equal(sl_proto_encode_deliver(buf, sizeof(buf), 2, &d, &len), SL_EINVAL);
-    d = (sl_proto_deliver){100, 105, 105, sample_batches()};
+    d = (sl_proto_deliver){100, 105, 105, sample_batches(), 0};
     assert_int_equal(sl_proto_encode_deliver(buf, sizeof(buf), 2, &d, &len), SL_OK);
 
     sl_proto_topic_config cfg = {.partition_count = 0};
@@ -583,7 +645,7 @@ test_prefix_encoders_match_whole_frames(void **state)
                      SL_EFULL);
 
     whole_len = encode_sample(15, whole, sizeof(whole));
-    sl_proto_deliver d = {101, 105, 200, sample_batches()};
+    sl_proto_deliver d = {101, 105, 200, sample_batches(), 0};
     assert_int_equal(sl_proto_encode_deliver_prefix(joined, sizeof(joined), 2, &d, &prefix_len),
                      SL_OK);
     assert_int_equal(prefix_len, SL_PROTO_FRAME_HEADER_BYTES + 28);
