@@ -13,9 +13,11 @@
 #include <jansson.h>
 
 #include <sluice/error.h>
+#include <sluice/ratelimit.h>
 
 #include "core/parse.h"
 #include "core/util.h"
+#include "pipeline/builtin_ops.h"
 
 // Components of a dotted field path ("user.address.city"), and of a projection list.
 #define PIPE_OPS_PATH_DEPTH_MAX 8u
@@ -25,7 +27,7 @@
 const char sl_cli_pipe_ops_help[] =
     "operator types: json_filter (field, op=eq|ne|gt|lt|exists, value), json_project (fields),\n"
     "  json_key (field), window_count (size), window_sum (size, field), identity (alias map),\n"
-    "  delay (ms), sample (rate), ratelimit (rate, burst)\n";
+    "  delay (ms), sample (keep_one_in), ratelimit (rate, burst)\n";
 
 typedef struct json_path {
     char text[PIPE_OPS_TEXT_MAX];
@@ -387,15 +389,97 @@ sl_cli_pipe_op_wants_key(const char *type)
 
 // ---- the runtime's built-in operators ------------------------------------------------------
 
-// delay, sample and ratelimit come from the runtime (src/pipeline/builtin_ops.h).
+typedef union builtin_config {
+    sl_pipe_delay_config delay;
+    sl_pipe_sample_config sample;
+    sl_pipe_ratelimit_config ratelimit;
+} builtin_config;
+
+static void
+builtin_free(void *state)
+{
+    sl_free(state, sizeof(builtin_config));
+}
+
+// A positive integer parameter (absent: def; def 0 means required).
+static int
+builtin_u64(const op_build *b, const char *key, uint64_t def, uint64_t max, uint64_t *out)
+{
+    const char *v = sl_pipe_config_opt(b->st, key);
+    if (v == NULL && def > 0) {
+        *out = def;
+        return SL_OK;
+    }
+    char *end = NULL;
+    unsigned long long n = v != NULL ? strtoull(v, &end, 10) : 0;
+    if (v == NULL || v[0] < '0' || v[0] > '9' || *end != '\0' || n == 0 || n > max) {
+        return op_fail(b, key, "%s wants an integer in 1..%llu", key, (unsigned long long)max);
+    }
+    *out = n;
+    return SL_OK;
+}
+
+static int
+build_builtin(const op_build *b, builtin_config *bc, sl_pipe_stage_config *cfg,
+              sl_pipe_process_fn *fn)
+{
+    const char *type = b->st->type;
+    if (strcmp(type, "delay") == 0) {
+        const char *ms = sl_pipe_config_opt(b->st, "ms");
+        char *end = NULL;
+        double d = ms != NULL ? strtod(ms, &end) : -1.0;
+        if (ms == NULL || end == ms || *end != '\0' || !(d >= 0.0 && d <= 60000.0)) {
+            return op_fail(b, "ms", "delay needs ms = milliseconds per record (0..60000)");
+        }
+        bc->delay.per_record_ns = (uint64_t)(d * 1e6);
+        *fn = sl_pipe_op_delay;
+        return SL_OK;
+    }
+    uint64_t v = 0;
+    if (strcmp(type, "sample") == 0) {
+        int r = builtin_u64(b, "keep_one_in", 0, UINT32_MAX, &v);
+        bc->sample.keep_one_in = (uint32_t)v;
+        cfg->init = sl_pipe_op_sample_init;
+        cfg->fini = sl_pipe_op_sample_fini;
+        *fn = sl_pipe_op_sample;
+        return r;
+    }
+    int r = builtin_u64(b, "rate", 0, SL_TOKEN_BUCKET_RATE_MAX, &bc->ratelimit.rate_per_s);
+    if (r == SL_OK && sl_pipe_config_opt(b->st, "burst") != NULL) {
+        r = builtin_u64(b, "burst", 0, SL_TOKEN_BUCKET_BURST_MAX, &bc->ratelimit.burst);
+    }
+    cfg->init = sl_pipe_op_ratelimit_init;
+    cfg->fini = sl_pipe_op_ratelimit_fini;
+    *fn = sl_pipe_op_ratelimit;
+    return r;
+}
+
+// delay, sample and ratelimit come from the runtime (src/pipeline/builtin_ops.h); their config
+// is the stage's user pointer, owned by ops.
 static int
 sl_cli_pipe_add_builtin(sl_cli_pipe_ops *ops, sl_pipeline *p, const op_build *b,
                         const sl_pipe_stage_config *cfg)
 {
-    SL_UNUSED(ops);
-    SL_UNUSED(p);
-    SL_UNUSED(cfg);
-    return op_fail(b, "type", "operator '%s' is not available in this build", b->st->type);
+    builtin_config *bc = sl_calloc(1, sizeof(*bc));
+    if (bc == NULL) {
+        return SL_ENOMEM;
+    }
+    sl_pipe_stage_config sc = *cfg;
+    sl_pipe_process_fn fn = NULL;
+    int r = build_builtin(b, bc, &sc, &fn);
+    if (r == SL_OK) {
+        r = sl_pipeline_add_process(p, b->st->name, fn, bc, &sc, NULL);
+        if (r != SL_OK) {
+            op_fail(b, NULL, "cannot add the operator: %s", sl_strerror(r));
+        }
+    }
+    if (r != SL_OK) {
+        builtin_free(bc);
+        return r;
+    }
+    ops->states[ops->count] = bc;
+    ops->frees[ops->count++] = builtin_free;
+    return SL_OK;
 }
 
 // ---- building ------------------------------------------------------------------------------
@@ -414,7 +498,7 @@ static const op_type op_types[] = {
     {"identity", {NULL}},
     {"map", {NULL}},
     {"delay", {"ms", NULL}},
-    {"sample", {"rate", NULL}},
+    {"sample", {"keep_one_in", NULL}},
     {"ratelimit", {"rate", "burst", NULL}},
 };
 

@@ -144,7 +144,7 @@ file_source_emit_line(file_source *s, sl_pipe_ctx *ctx)
     if (nl != NULL) {
         len = (size_t)(nl - p);
         consumed = len + 1;
-    } else if (avail > 0 && (s->eof || s->end == FILE_SOURCE_BUFFER_BYTES)) {
+    } else if (avail > 0 && (s->eof || avail == FILE_SOURCE_BUFFER_BYTES)) {
         len = avail;
         consumed = avail;
     } else {

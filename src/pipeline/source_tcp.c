@@ -220,7 +220,7 @@ tcp_conn_emit(tcp_source *s, tcp_conn *c, sl_pipe_ctx *ctx)
     uint8_t *nl = avail > 0 ? memchr(p, '\n', avail) : NULL;
     size_t len = nl != NULL ? (size_t)(nl - p) : avail;
     size_t consumed = nl != NULL ? len + 1 : avail;
-    if (nl == NULL && (avail == 0 || (!c->eof && c->end < TCP_SOURCE_BUFFER_BYTES))) {
+    if (nl == NULL && (avail == 0 || (!c->eof && avail < TCP_SOURCE_BUFFER_BYTES))) {
         if (c->eof && avail == 0) {
             tcp_conn_close(s, c);
         }

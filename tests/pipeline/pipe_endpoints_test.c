@@ -24,6 +24,7 @@
 #include <sluice/pipeline.h>
 
 #include "core/util.h"
+#include "support/broker_proc.h"
 
 #define FILE_LINES     20000u
 #define TCP_LINES      200000u
@@ -83,7 +84,9 @@ check_lines(const char *path, uint32_t count)
     uint32_t n = 0;
     while (fgets(line, sizeof(line), f) != NULL) {
         unsigned seq = 0;
-        assert_int_equal(sscanf(line, "{\"seq\": %u,", &seq), 1);
+        if (sscanf(line, "{\"seq\": %u,", &seq) != 1) {
+            fail_msg("line %u: %s", n, line);
+        }
         assert_int_equal(seq, n);
         n++;
     }
