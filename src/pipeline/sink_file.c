@@ -191,7 +191,8 @@ static void *
 file_sink_syncer(void *arg)
 {
     file_sink *s = arg;
-    int64_t last_round_ns = 0;
+    // In interval mode the first round also waits an interval: syncs are at most that frequent.
+    int64_t last_round_ns = sl_now_ns();
     pthread_mutex_lock(&s->mutex);
     for (;;) { // until stop and nothing left to sync
         while (!s->stop && s->batches[s->active].count == 0) {

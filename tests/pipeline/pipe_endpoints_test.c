@@ -132,6 +132,42 @@ test_file_roundtrip_commits_and_resumes(void **state)
     sl_test_rmtree(dir);
 }
 
+static bool
+file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_size > 0;
+}
+
+// With fsync=interval nothing is written, synced, done or committed before the interval: the
+// source's commit follows the sink's sync, never its write.
+static void
+test_file_sink_done_only_after_sync(void **state)
+{
+    (void)state;
+    char dir[256];
+    sl_test_tmpdir(dir, sizeof(dir));
+    char in[320], out[320], offs[320];
+    snprintf(in, sizeof(in), "file:%s/in.jsonl", dir);
+    snprintf(out, sizeof(out), "file:%s/out.jsonl", dir);
+    snprintf(offs, sizeof(offs), "%s/in.offsets", dir);
+    write_lines(in + 5, 0, 1000, "w");
+    sl_pipe_option so[] = {{"offsets", offs}};
+    sl_pipe_option fo[] = {{"fsync", "interval"}, {"fsync_interval", "1500ms"}};
+    int64_t t0 = sl_test_now_ns();
+    sl_pipeline *p = build(in, so, 1, out, fo, 2, 256);
+    usleep(300000);
+    if (sl_test_now_ns() - t0 < 1000000000LL) { // still inside the interval (a loaded machine
+        assert_false(file_exists(offs));        // may be late: then nothing to check)
+    }
+    assert_int_equal(sl_pipeline_wait(p, sl_deadline_after_ms(WAIT_MS)), SL_OK);
+    assert_true(sl_test_now_ns() - t0 >= 1400000000LL);
+    sl_pipeline_free(p);
+    check_lines(out + 5, 1000);
+    assert_true(file_exists(offs));
+    sl_test_rmtree(dir);
+}
+
 static void
 test_file_sink_rejects_unknown_option(void **state)
 {
@@ -338,6 +374,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_file_roundtrip_commits_and_resumes),
+        cmocka_unit_test(test_file_sink_done_only_after_sync),
         cmocka_unit_test(test_file_sink_rejects_unknown_option),
         cmocka_unit_test(test_tcp_source_pushes_back_and_tcp_sink_waits_for_slow_receiver),
     };
