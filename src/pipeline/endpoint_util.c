@@ -241,37 +241,90 @@ offsets_load(sl_pipe_offsets *o, char *err, size_t err_size)
     return r;
 }
 
-int
-sl__pipe_offsets_open(sl_pipe_offsets *o, const char *path, char *err, size_t err_size)
+static pthread_mutex_t g_offsets_mutex = PTHREAD_MUTEX_INITIALIZER;
+static sl_pipe_offsets *g_offsets[SL_PIPE_OFFSETS_OPEN_MAX];
+
+static void
+offsets_free(sl_pipe_offsets *o)
 {
-    memset(o, 0, sizeof(*o));
-    pthread_mutex_init(&o->mutex, NULL);
-    if (path == NULL) {
-        return SL_OK;
+    if (o->path != NULL) {
+        sl_free(o->path, o->path_size);
     }
-    o->path_size = strlen(path) + 1;
-    o->path = sl_alloc(o->path_size);
-    if (o->path == NULL) {
-        pthread_mutex_destroy(&o->mutex);
+    pthread_mutex_destroy(&o->mutex);
+    sl_free(o, sizeof(*o));
+}
+
+static int
+offsets_new(const char *path, sl_pipe_offsets **out, char *err, size_t err_size)
+{
+    sl_pipe_offsets *o = sl_calloc(1, sizeof(*o));
+    if (o == NULL) {
         return SL_ENOMEM;
     }
-    memcpy(o->path, path, o->path_size);
-    int r = offsets_load(o, err, err_size);
-    if (r != SL_OK) {
-        sl_free(o->path, o->path_size);
-        pthread_mutex_destroy(&o->mutex);
+    pthread_mutex_init(&o->mutex, NULL);
+    o->refs = 1;
+    int r = SL_OK;
+    if (path != NULL) {
+        o->path_size = strlen(path) + 1;
+        o->path = sl_alloc(o->path_size);
+        r = o->path == NULL ? SL_ENOMEM : SL_OK;
+        if (r == SL_OK) {
+            memcpy(o->path, path, o->path_size);
+            r = offsets_load(o, err, err_size);
+        }
     }
+    if (r != SL_OK) {
+        offsets_free(o);
+        return r;
+    }
+    *out = o;
+    return SL_OK;
+}
+
+int
+sl__pipe_offsets_open(const char *path, sl_pipe_offsets **out, char *err, size_t err_size)
+{
+    if (path == NULL) {
+        return offsets_new(NULL, out, err, err_size);
+    }
+    pthread_mutex_lock(&g_offsets_mutex);
+    int free_slot = -1;
+    int r = SL_OK;
+    for (uint32_t i = 0; i < SL_PIPE_OFFSETS_OPEN_MAX; i++) {
+        if (g_offsets[i] != NULL && strcmp(g_offsets[i]->path, path) == 0) {
+            g_offsets[i]->refs++;
+            *out = g_offsets[i];
+            pthread_mutex_unlock(&g_offsets_mutex);
+            return SL_OK;
+        }
+        free_slot = g_offsets[i] == NULL && free_slot < 0 ? (int)i : free_slot;
+    }
+    if (free_slot < 0) {
+        r = sl__pipe_ep_fail(err, err_size, SL_EFULL, "more than %u offset files open",
+                             SL_PIPE_OFFSETS_OPEN_MAX);
+    } else {
+        r = offsets_new(path, out, err, err_size);
+        g_offsets[free_slot] = r == SL_OK ? *out : NULL;
+    }
+    pthread_mutex_unlock(&g_offsets_mutex);
     return r;
 }
 
 void
 sl__pipe_offsets_close(sl_pipe_offsets *o)
 {
-    (void)sl__pipe_offsets_flush(o, true);
-    if (o->path != NULL) {
-        sl_free(o->path, o->path_size);
+    pthread_mutex_lock(&g_offsets_mutex);
+    bool last = --o->refs == 0;
+    for (uint32_t i = 0; last && i < SL_PIPE_OFFSETS_OPEN_MAX; i++) {
+        if (g_offsets[i] == o) {
+            g_offsets[i] = NULL;
+        }
     }
-    pthread_mutex_destroy(&o->mutex);
+    pthread_mutex_unlock(&g_offsets_mutex);
+    if (last) {
+        (void)sl__pipe_offsets_flush(o, true);
+        offsets_free(o);
+    }
 }
 
 static int

@@ -83,9 +83,13 @@ bool sl__pipe_ep_wait_fd(int fd, short events, int64_t deadline_ns);
 // much more than what was committed (at-least-once).
 #define SL_PIPE_OFFSETS_SAVE_INTERVAL_MS 200
 
+// Offset stores open at once in a process (one per distinct path).
+#define SL_PIPE_OFFSETS_OPEN_MAX 64u
+
 typedef struct sl_pipe_offsets {
     pthread_mutex_t mutex;
-    char *path; // NULL: not persisted (commits are only remembered)
+    uint32_t refs; // instances sharing it (under the registry's lock)
+    char *path;    // NULL: not persisted (commits are only remembered)
     size_t path_size;
     uint32_t lane_count;
     uint32_t lanes[SL_PIPE_OFFSETS_LANES_MAX];
@@ -96,11 +100,13 @@ typedef struct sl_pipe_offsets {
     int last_error;
 } sl_pipe_offsets;
 
-// Opens the store at path (NULL: in memory only) and loads it if the file exists. SL_OK,
-// SL_ECORRUPT (err names the line), SL_EIO, SL_ENOMEM.
-int sl__pipe_offsets_open(sl_pipe_offsets *o, const char *path, char *err, size_t err_size);
+// Opens the store at path (NULL: a private one in memory) and loads it if the file exists. The
+// instances of a source that name the same path share one store (their lanes are disjoint), so
+// one file holds every partition whatever the parallelism. SL_OK, SL_ECORRUPT (err names the
+// line), SL_EIO, SL_EFULL (too many stores), SL_ENOMEM.
+int sl__pipe_offsets_open(const char *path, sl_pipe_offsets **out, char *err, size_t err_size);
 
-// Saves what is dirty (best effort) and frees.
+// Drops this user; the last one saves what is dirty (best effort) and frees.
 void sl__pipe_offsets_close(sl_pipe_offsets *o);
 
 // The committed token of lane: true and *token_out, or false when the lane has none.

@@ -24,11 +24,10 @@ typedef struct file_source {
     bool eof;
     bool idle_instance; // instance > 0: nothing to read
     uint8_t *buf;
-    size_t start;        // first unconsumed byte in buf
-    size_t end;          // bytes read into buf
-    uint64_t buf_offset; // file offset of buf[0]
-    sl_pipe_offsets offsets;
-    bool has_offsets;
+    size_t start;             // first unconsumed byte in buf
+    size_t end;               // bytes read into buf
+    uint64_t buf_offset;      // file offset of buf[0]
+    sl_pipe_offsets *offsets; // NULL until opened
 } file_source;
 
 static const char *const file_source_options[] = {"offsets", NULL};
@@ -51,7 +50,7 @@ file_source_open(file_source *s, const sl_pipe_endpoint *e, char *err, size_t er
                                 strerror(errno));
     }
     uint64_t token = 0;
-    if (s->has_offsets && sl__pipe_offsets_get(&s->offsets, 0, &token)) {
+    if (sl__pipe_offsets_get(s->offsets, 0, &token)) {
         if (lseek(s->fd, (off_t)token, SEEK_SET) < 0) {
             close(s->fd);
             return sl__pipe_ep_fail(err, err_size, SL_EIO, "%s: cannot seek to %llu", path,
@@ -80,12 +79,11 @@ file_source_create(const sl_pipe_endpoint *e, uint32_t instance, uint32_t instan
     s->fd = -1;
     s->idle_instance = instance > 0;
     const char *opath = sl__pipe_ep_opt(e, "offsets");
-    r = sl__pipe_offsets_open(&s->offsets, opath, err, err_size);
+    r = sl__pipe_offsets_open(opath, &s->offsets, err, err_size);
     if (r != SL_OK) {
         sl_free(s, sizeof(*s));
         return r;
     }
-    s->has_offsets = true;
     if (!s->idle_instance) {
         s->buf = sl_alloc(FILE_SOURCE_BUFFER_BYTES);
         r = s->buf == NULL ? SL_ENOMEM : file_source_open(s, e, err, err_size);
@@ -164,7 +162,7 @@ static int
 file_source_poll(void *state, sl_pipe_ctx *ctx, uint32_t max_records, int64_t deadline_ns)
 {
     file_source *s = state;
-    (void)sl__pipe_offsets_flush(&s->offsets, false);
+    (void)sl__pipe_offsets_flush(s->offsets, false);
     if (s->idle_instance) {
         return SL_ECLOSED;
     }
@@ -199,15 +197,15 @@ static void
 file_source_commit(void *state, uint32_t lane, uint64_t token)
 {
     file_source *s = state;
-    sl__pipe_offsets_commit(&s->offsets, lane, token);
+    sl__pipe_offsets_commit(s->offsets, lane, token);
 }
 
 static void
 file_source_destroy(void *state)
 {
     file_source *s = state;
-    if (s->has_offsets) {
-        sl__pipe_offsets_close(&s->offsets);
+    if (s->offsets != NULL) {
+        sl__pipe_offsets_close(s->offsets);
     }
     if (s->fd >= 0 && !s->is_stdin) {
         close(s->fd);

@@ -34,9 +34,8 @@ typedef struct topic_part {
 typedef struct topic_source {
     topic_part parts[TOPIC_SOURCE_PARTITIONS_MAX];
     uint32_t part_count;
-    uint32_t next_part; // round-robin start
-    sl_pipe_offsets offsets;
-    bool has_offsets;
+    uint32_t next_part;       // round-robin start
+    sl_pipe_offsets *offsets; // NULL until opened
     sl_consumed chunk[TOPIC_SOURCE_POLL_CHUNK];
 } topic_source;
 
@@ -76,7 +75,7 @@ topic_start(topic_source *s, const sl_pipe_endpoint *e, uint32_t p, sl_consumer_
             char *err, size_t err_size)
 {
     uint64_t token = 0;
-    if (sl__pipe_offsets_get(&s->offsets, p, &token)) {
+    if (sl__pipe_offsets_get(s->offsets, p, &token)) {
         cfg->start = SL_START_OFFSET;
         cfg->start_offset = token + 1;
         return SL_OK;
@@ -180,8 +179,7 @@ topic_source_create(const sl_pipe_endpoint *e, uint32_t instance, uint32_t insta
         r = sl__pipe_ep_check_known(&me, topic_source_options, err, err_size);
     }
     if (r == SL_OK) {
-        r = sl__pipe_offsets_open(&s->offsets, sl__pipe_ep_opt(&me, "offsets"), err, err_size);
-        s->has_offsets = r == SL_OK;
+        r = sl__pipe_offsets_open(sl__pipe_ep_opt(&me, "offsets"), &s->offsets, err, err_size);
     }
     if (r == SL_OK) {
         r = topic_open_parts(s, &me, u, instance, SL_MAX(instance_count, 1), err, err_size);
@@ -272,7 +270,7 @@ static int
 topic_source_poll(void *state, sl_pipe_ctx *ctx, uint32_t max_records, int64_t deadline_ns)
 {
     topic_source *s = state;
-    (void)sl__pipe_offsets_flush(&s->offsets, false);
+    (void)sl__pipe_offsets_flush(s->offsets, false);
     if (s->part_count == 0) {
         return SL_ECLOSED; // no partition falls to this instance
     }
@@ -297,7 +295,7 @@ topic_source_commit(void *state, uint32_t lane, uint64_t token)
             // SL_EINVAL only for an offset not yet polled: the runtime never commits one.
             int r = sl_consumer_ack(s->parts[i].consumer, token);
             SL_UNUSED(r);
-            sl__pipe_offsets_commit(&s->offsets, lane, token);
+            sl__pipe_offsets_commit(s->offsets, lane, token);
             return;
         }
     }
@@ -310,8 +308,8 @@ topic_source_destroy(void *state)
     for (uint32_t i = 0; i < s->part_count; i++) {
         sl_consumer_free(s->parts[i].consumer);
     }
-    if (s->has_offsets) {
-        sl__pipe_offsets_close(&s->offsets);
+    if (s->offsets != NULL) {
+        sl__pipe_offsets_close(s->offsets);
     }
     sl_free(s, sizeof(*s));
 }
