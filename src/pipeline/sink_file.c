@@ -279,7 +279,11 @@ static bool
 file_sink_has_room(file_sink *s, size_t len)
 {
     file_batch *b = &s->batches[s->active];
-    uint32_t limit = SL_MIN(sl_adaptive_limit(&s->limiter), s->inflight_max);
+    // In interval mode the wait is the sync's pace, not the disk's: latency says nothing about
+    // the disk there, so only the static bounds apply.
+    uint32_t limit = s->mode == FILE_SYNC_INTERVAL
+                         ? s->inflight_max
+                         : SL_MIN(sl_adaptive_limit(&s->limiter), s->inflight_max);
     return b->count + s->syncing < limit && b->len + len <= FILE_SINK_BATCH_BYTES;
 }
 

@@ -7,13 +7,16 @@
 // ctest-timeout: 240
 #include "support/test_util.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -119,7 +122,8 @@ spawn_pipe(const char *file, const char *log)
             dup2(fd, 2);
         }
         const char *bin = getenv("SL_SLUICE");
-        execl(bin, "sluice", "pipe", "--explain", "0", file, (char *)NULL);
+        execl(bin, "sluice", "pipe", "--explain", "0", "--admin", "127.0.0.1:0", file,
+              (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -169,6 +173,74 @@ dump_log(const char *log)
     char cmd[400];
     snprintf(cmd, sizeof(cmd), "tail -n 40 %s >&2", log);
     (void)!system(cmd);
+}
+
+// The admin port of the last started pipeline, from its "admin on http://127.0.0.1:PORT" line.
+static uint16_t
+admin_port(const char *log)
+{
+    unsigned port = 0;
+    for (int i = 0; i < 200 && port == 0; i++) {
+        FILE *f = fopen(log, "r");
+        char line[512];
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            const char *at = strstr(line, "admin on http://127.0.0.1:");
+            if (at != NULL) {
+                port = (unsigned)atoi(at + strlen("admin on http://127.0.0.1:"));
+            }
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+        if (port == 0) {
+            usleep(20000);
+        }
+    }
+    return (uint16_t)port;
+}
+
+// GETs path from 127.0.0.1:port into body (NUL-terminated). Returns the bytes read or -1.
+static int
+http_get(uint16_t port, const char *path, char *body, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    char req[128];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\n\r\n", path);
+    assert_int_equal(send(fd, req, (size_t)n, 0), n);
+    size_t len = 0;
+    for (int i = 0; i < 10000 && len + 1 < cap; i++) {
+        ssize_t got = recv(fd, body + len, cap - 1 - len, 0);
+        if (got <= 0) {
+            break;
+        }
+        len += (size_t)got;
+    }
+    body[len] = '\0';
+    close(fd);
+    return (int)len;
+}
+
+static void
+check_admin(const char *log)
+{
+    uint16_t port = admin_port(log);
+    assert_true(port > 0);
+    static char body[1 << 20];
+    assert_true(http_get(port, "/metrics", body, sizeof(body)) > 0);
+    assert_non_null(strstr(body, "200 OK"));
+    assert_non_null(strstr(body, "stage=\"slow\""));
+    assert_true(http_get(port, "/stats", body, sizeof(body)) > 0);
+    assert_non_null(strstr(body, "\"pipeline\":\"pipe-test\""));
+    assert_true(http_get(port, "/nope", body, sizeof(body)) > 0);
+    assert_non_null(strstr(body, "404"));
 }
 
 static void
@@ -225,6 +297,7 @@ test_pipe_slow_pipeline_slows_producer_and_survives_sigkill(void **state)
     print_message("producer +%u while output +%u\n", acked1 - acked0, out1 - out0);
     assert_true(acked1 < PIPE_RECORDS);
     assert_true(acked1 - acked0 <= 2 * (out1 - out0) + 200);
+    check_admin(log);
 
     // Crash mid-stream, restart with the same offset file.
     kill(pid, SIGKILL);
