@@ -1,8 +1,8 @@
 // The built-in file and tcp endpoints inside a real pipeline: a file -> file round trip whose
 // sink reports done only after a (grouped) fdatasync and whose source commits to an offset file
 // a restart resumes from; a tcp source that stops reading when downstream has no credit, so the
-// sender's writes hit EAGAIN, then resume; and a tcp sink that keeps every record for a slow
-// receiver.
+// sender's writes hit EAGAIN, then resume; a tcp sink that keeps every record for a slow
+// receiver, and re-dials with backoff until its receiver listens.
 // ctest-labels: concurrent
 // ctest-timeout: 120
 #include "support/test_util.h"
@@ -369,6 +369,62 @@ test_tcp_source_pushes_back_and_tcp_sink_waits_for_slow_receiver(void **state)
     sl_test_rmtree(dir);
 }
 
+static uint16_t
+listen_on(int *fd_out, uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+    struct sockaddr_in sa = {
+        .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    socklen_t len = sizeof(sa);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *fd_out = fd;
+    return ntohs(sa.sin_port);
+}
+
+// The receiver is not there when the pipeline starts: the sink re-dials with backoff, and once
+// it listens every line arrives, in order.
+static void
+test_tcp_sink_redials_until_the_receiver_listens(void **state)
+{
+    (void)state;
+    char dir[256];
+    sl_test_tmpdir(dir, sizeof(dir));
+    char in[320];
+    snprintf(in, sizeof(in), "file:%s/in.jsonl", dir);
+    write_lines(in + 5, 0, 1000, "w");
+    int lfd = -1;
+    uint16_t port = listen_on(&lfd, 0);
+    close(lfd); // nobody listens there now
+    char dst[64];
+    snprintf(dst, sizeof(dst), "tcp://127.0.0.1:%u", (unsigned)port);
+    sl_pipe_option o[] = {{"backoff_max", "200ms"}};
+    sl_pipeline *p = build(in, NULL, 0, dst, o, 1, 64);
+    usleep(400000); // a few refused dials
+    listen_on(&lfd, port);
+    int fd = accept(lfd, NULL, NULL);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "r");
+    assert_non_null(f);
+    char line[256];
+    uint32_t n = 0;
+    while (n < 1000 && fgets(line, sizeof(line), f) != NULL) {
+        unsigned seq = 0;
+        assert_int_equal(sscanf(line, "{\"seq\": %u,", &seq), 1);
+        assert_int_equal(seq, n);
+        n++;
+    }
+    assert_int_equal(n, 1000);
+    assert_int_equal(sl_pipeline_wait(p, sl_deadline_after_ms(WAIT_MS)), SL_OK);
+    sl_pipeline_free(p);
+    fclose(f);
+    close(lfd);
+    sl_test_rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -377,6 +433,7 @@ main(void)
         cmocka_unit_test(test_file_sink_done_only_after_sync),
         cmocka_unit_test(test_file_sink_rejects_unknown_option),
         cmocka_unit_test(test_tcp_source_pushes_back_and_tcp_sink_waits_for_slow_receiver),
+        cmocka_unit_test(test_tcp_sink_redials_until_the_receiver_listens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
