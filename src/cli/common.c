@@ -25,6 +25,7 @@ static const cli_command commands[] = {
     {"consume", sl_cli_consume, "print a topic's records to stdout"},
     {"stats", sl_cli_stats, "print broker or topic statistics"},
     {"group", sl_cli_group, "list consumer groups, or describe one: members, offsets, lag"},
+    {"pipe", sl_cli_pipe, "run a stream-processing pipeline described by a file"},
 };
 
 static void
