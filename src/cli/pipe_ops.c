@@ -390,9 +390,9 @@ sl_cli_pipe_op_wants_key(const char *type)
 // ---- the runtime's built-in operators ------------------------------------------------------
 
 typedef union builtin_config {
-    sl_pipe_delay_config delay;
-    sl_pipe_sample_config sample;
-    sl_pipe_ratelimit_config ratelimit;
+    sl__pipe_delay_config delay;
+    sl__pipe_sample_config sample;
+    sl__pipe_ratelimit_config ratelimit;
 } builtin_config;
 
 static void
@@ -432,25 +432,32 @@ build_builtin(const op_build *b, builtin_config *bc, sl_pipe_stage_config *cfg,
             return op_fail(b, "ms", "delay needs ms = milliseconds per record (0..60000)");
         }
         bc->delay.per_record_ns = (uint64_t)(d * 1e6);
-        *fn = sl_pipe_op_delay;
+        // spin = true models a CPU-bound stage (it uses a core); the default sleeps, which
+        // models waiting on something slow (parallel instances then need no extra CPUs).
+        const char *spin = sl_pipe_config_opt(b->st, "spin");
+        if (spin != NULL && strcmp(spin, "true") != 0 && strcmp(spin, "false") != 0) {
+            return op_fail(b, "spin", "spin wants true or false");
+        }
+        bc->delay.spin = spin != NULL && strcmp(spin, "true") == 0;
+        *fn = sl__pipe_op_delay;
         return SL_OK;
     }
     uint64_t v = 0;
     if (strcmp(type, "sample") == 0) {
         int r = builtin_u64(b, "keep_one_in", 0, UINT32_MAX, &v);
         bc->sample.keep_one_in = (uint32_t)v;
-        cfg->init = sl_pipe_op_sample_init;
-        cfg->fini = sl_pipe_op_sample_fini;
-        *fn = sl_pipe_op_sample;
+        cfg->init = sl__pipe_op_sample_init;
+        cfg->fini = sl__pipe_op_sample_fini;
+        *fn = sl__pipe_op_sample;
         return r;
     }
     int r = builtin_u64(b, "rate", 0, SL_TOKEN_BUCKET_RATE_MAX, &bc->ratelimit.rate_per_s);
     if (r == SL_OK && sl_pipe_config_opt(b->st, "burst") != NULL) {
         r = builtin_u64(b, "burst", 0, SL_TOKEN_BUCKET_BURST_MAX, &bc->ratelimit.burst);
     }
-    cfg->init = sl_pipe_op_ratelimit_init;
-    cfg->fini = sl_pipe_op_ratelimit_fini;
-    *fn = sl_pipe_op_ratelimit;
+    cfg->init = sl__pipe_op_ratelimit_init;
+    cfg->fini = sl__pipe_op_ratelimit_fini;
+    *fn = sl__pipe_op_ratelimit;
     return r;
 }
 
@@ -497,7 +504,7 @@ static const op_type op_types[] = {
     {"window_sum", {"size", "field", NULL}},
     {"identity", {NULL}},
     {"map", {NULL}},
-    {"delay", {"ms", NULL}},
+    {"delay", {"ms", "spin", NULL}},
     {"sample", {"keep_one_in", NULL}},
     {"ratelimit", {"rate", "burst", NULL}},
 };
