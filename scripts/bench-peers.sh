@@ -40,6 +40,7 @@ while [ $# -gt 0 ]; do
     --no-credit) credit=0; shift ;;
     --no-plots) plots=0; shift ;;
     --report-only) report_only=1; shift ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-peers: unknown argument $1" >&2; exit 2 ;;
     esac
 done

@@ -19,7 +19,12 @@
 #define DEFAULT_BUFFER    (4ull << 20)
 #define DEFAULT_BATCH     (256u << 10)
 #define DEFAULT_PREFETCH  10000u
-#define TOPIC_NAME_BYTES  32
+// Bounded runs (W2b): the producer buffer and the consumer prefetch sit outside the broker's
+// max_lag bound, so they are kept to about a tenth of a second of the consumer's rate each
+// (256 KiB is ~1,900 records, the same order as NATS's and MQTT's in-flight windows).
+#define BOUNDED_BUFFER   (256ull << 10)
+#define BOUNDED_PREFETCH 2000u
+#define TOPIC_NAME_BYTES 32
 
 typedef struct prod_ctx {
     pb_run *run;
@@ -139,7 +144,7 @@ sluice_produce(pb_run *run, uint32_t p)
     cfg.topic = topic;
     cfg.partition = 0;
     cfg.acks = parse_acks(pb_opt(run, "acks", "log"));
-    cfg.buffer_bytes = pb_opt_u64(run, "buffer", DEFAULT_BUFFER);
+    cfg.buffer_bytes = pb_opt_u64(run, "buffer", run->bounded ? BOUNDED_BUFFER : DEFAULT_BUFFER);
     cfg.batch_bytes = (uint32_t)pb_opt_u64(run, "batch", DEFAULT_BATCH);
     cfg.linger_ms = (uint32_t)pb_opt_u64(run, "linger_ms", 1);
     cfg.delivery_cb = on_delivery;
@@ -172,7 +177,8 @@ sluice_consume(pb_run *run, uint32_t c)
     cfg.broker = run->addr;
     cfg.topic = topic;
     cfg.auto_ack = false;
-    cfg.prefetch_records = (uint32_t)pb_opt_u64(run, "prefetch", DEFAULT_PREFETCH);
+    cfg.prefetch_records =
+        (uint32_t)pb_opt_u64(run, "prefetch", run->bounded ? BOUNDED_PREFETCH : DEFAULT_PREFETCH);
     cfg.prefetch_bytes = (uint64_t)cfg.prefetch_records * 256u;
     sl_consumer *con;
     if (sl_consumer_new(&cfg, &con) != SL_OK) {

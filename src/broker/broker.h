@@ -89,6 +89,8 @@ struct sl_partition {
     uint64_t end_offset;     // as last reported by the storage thread (loop's view)
     uint64_t durable_offset; // loop's view
     uint64_t low_position;   // slowest attached consumer's delivery position (or last known)
+    uint64_t low_committed;  // slowest attached consumer's acknowledged position (or last known)
+    uint32_t low_consumers;  // consumers attached when low_committed was computed
     sl_rate in_bytes;
     sl_rate in_records;
     sl_rate out_bytes;
@@ -128,6 +130,7 @@ struct sl_topic {
     uint32_t refs;           // streams and in-flight requests holding the topic
     bool deleted;            // deleted while referenced: freed when refs reach 0
     sl_rate drain_bytes;     // delivered bytes/s over all partitions
+    sl_rate acked_bytes;     // bytes/s the slowest consumers acknowledge (commit), all partitions
     sl_topic_stats stats;
     sl_topic *next; // registry list
 };
@@ -365,6 +368,11 @@ int sl_topic_delete(sl_broker *b, sl_topic *t, char *err, size_t err_size);
 void sl_topic_unref(sl_topic *t);
 void sl_topics_close(sl_broker *b);
 uint64_t sl_partition_backlog_bytes(const sl_partition *p);
+// Bytes after the slowest attached consumer's acknowledged position: what it has not finished,
+// its prefetch included (the max_lag bound counts these).
+uint64_t sl_partition_unacked_bytes(const sl_partition *p);
+// Bytes per record this partition has stored on average (128 before the first append).
+uint64_t sl_partition_record_bytes(const sl_partition *p);
 sl_producer_slot *sl_partition_producer(sl_partition *p, uint64_t producer_id, bool create);
 
 // ---- storage.c

@@ -21,6 +21,8 @@
 #define CREDIT_TOPUP_DIVISOR 2u
 // Smallest grant worth a frame.
 #define CREDIT_GRANT_MIN_BYTES 4096u
+// max_lag is steered to this much under the configured bound (see max_lag_target_ms).
+#define MAX_LAG_HEADROOM_PCT 15u
 // Network part of the credit round trip (CREDIT out, PRODUCE back) on top of the measured commit
 // latency; generous for loopback and a LAN, so windows err on the large side.
 #define ROUND_TRIP_NETWORK_US 2000
@@ -172,6 +174,16 @@ round_trip_us(sl_broker *b, uint8_t acks)
     return ROUND_TRIP_NETWORK_US + commit_ns / 1000;
 }
 
+// The lag the admission control steers to: under max_lag by a headroom, because the backlog
+// settles between the ack-delay point and the full point of its constraint (95-100%), and
+// records also wait in the producer's buffer before the broker sees them. Steering to max_lag
+// itself would put the oldest record's age around the bound instead of under it.
+static uint64_t
+max_lag_target_ms(uint32_t max_lag_ms)
+{
+    return SL_MAX((uint64_t)max_lag_ms * (100u - MAX_LAG_HEADROOM_PCT) / 100u, 1u);
+}
+
 static void
 admission_input(const sl_stream *s, sl_admission_input *in)
 {
@@ -206,12 +218,22 @@ admission_input(const sl_stream *s, sl_admission_input *in)
     in->constraints[n++] =
         (sl_admission_constraint){SL_ADMIT_REASON_BACKLOG, backlog, t->config.max_backlog_bytes};
     if (t->config.max_lag_ms > 0) {
-        // Lag in time at the current drain rate; nothing draining counts as far behind.
-        uint64_t lag_ms = backlog == 0  ? 0
-                          : drain > 1.0 ? (uint64_t)((double)backlog / drain * 1000.0)
-                                        : (uint64_t)t->config.max_lag_ms * 2;
-        in->constraints[n++] =
-            (sl_admission_constraint){SL_ADMIT_REASON_MAX_LAG, lag_ms, t->config.max_lag_ms};
+        // Lag in time: what the consumers have not acknowledged yet (their prefetch included)
+        // over the rate they acknowledge at. Consumers that do not acknowledge are measured by
+        // delivery instead; nothing draining counts as far behind.
+        uint64_t unacked = 0;
+        for (uint32_t i = 0; i < t->config.partition_count; i++) {
+            unacked += sl_partition_unacked_bytes(&t->partitions[i]);
+        }
+        double acked = t->acked_bytes.per_s;
+        bool acking = acked > 1.0;
+        uint64_t lag_bytes = acking ? unacked : backlog;
+        double rate = acking ? acked : drain;
+        uint64_t lag_ms = lag_bytes == 0 ? 0
+                          : rate > 1.0   ? (uint64_t)((double)lag_bytes / rate * 1000.0)
+                                         : (uint64_t)t->config.max_lag_ms * 2;
+        in->constraints[n++] = (sl_admission_constraint){SL_ADMIT_REASON_MAX_LAG, lag_ms,
+                                                         max_lag_target_ms(t->config.max_lag_ms)};
     }
     in->constraint_count = n;
 }
@@ -513,11 +535,22 @@ sl_flow_update_low_position(sl_partition *p)
     }
     uint64_t low = UINT64_MAX;
     uint64_t committed = UINT64_MAX;
+    uint32_t count = 0;
     for (sl_stream *s = p->consumers; s != NULL; s = s->part_next) {
         low = SL_MIN(low, s->position);
         committed = SL_MIN(committed, s->committed);
+        count++;
     }
     p->low_position = low;
+    if (count == p->low_consumers && committed > p->low_committed) {
+        // What the slowest consumer finished since the last update: the drain the max_lag bound
+        // is measured against (delivery alone runs ahead while a prefetch fills). A consumer
+        // attaching or leaving moves the minimum without anything being processed: not counted.
+        p->topic->acked_bytes.total +=
+            (committed - p->low_committed) * sl_partition_record_bytes(p);
+    }
+    p->low_committed = committed;
+    p->low_consumers = count;
     // In lossless mode the slowest consumer group is part of the watermark too.
     sl_log_set_low_watermark(p->log, p->has_group ? SL_MIN(committed, p->group_low) : committed);
 }

@@ -414,6 +414,7 @@ on_tick(uv_timer_t *t)
     b->tick_count++;
     for (sl_topic *tp = b->topics; tp != NULL; tp = tp->next) {
         sl_rate_tick(&tp->drain_bytes, dt);
+        sl_rate_tick(&tp->acked_bytes, dt);
         for (uint32_t i = 0; i < tp->config.partition_count; i++) {
             sl_partition *p = &tp->partitions[i];
             sl_rate_tick(&p->in_bytes, dt);

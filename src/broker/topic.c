@@ -319,6 +319,7 @@ topic_open(sl_broker *b, const char *name, const sl_proto_topic_config *config,
         p->end_offset = report.end_offset;
         p->durable_offset = sl_log_durable_offset(p->log);
         p->low_position = report.start_offset;
+        p->low_committed = report.start_offset;
         partition_scan_producers(b, p);
         if (report.truncated_bytes > 0) {
             sl_broker_log(b, 1,
@@ -475,11 +476,26 @@ sl_partition_backlog_bytes(const sl_partition *p)
     if (p->end_offset <= p->low_position) {
         return 0;
     }
-    uint64_t records = p->end_offset - p->low_position;
-    // Bytes per record from what this broker appended; a fresh broker assumes 128.
+    return (p->end_offset - p->low_position) * sl_partition_record_bytes(p);
+}
+
+uint64_t
+sl_partition_unacked_bytes(const sl_partition *p)
+{
+    uint64_t from = SL_MIN(p->low_committed, p->low_position);
+    if (p->end_offset <= from) {
+        return 0;
+    }
+    return (p->end_offset - from) * sl_partition_record_bytes(p);
+}
+
+uint64_t
+sl_partition_record_bytes(const sl_partition *p)
+{
+    // From what this broker appended; a fresh broker assumes 128.
     uint64_t per =
         p->stored_records_total > 0 ? p->stored_bytes_total / p->stored_records_total : 128;
-    return records * SL_MAX(per, 1);
+    return SL_MAX(per, 1);
 }
 
 sl_producer_slot *
