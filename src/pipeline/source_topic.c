@@ -4,6 +4,9 @@
 // slow pipeline leaves its backlog in the broker's log (where it pushes back on producers).
 // A commit acks the consumer (cumulative, to the group if any) and, with offsets=PATH, is stored
 // locally so a restart resumes after it: the source commits only what every sink accepted.
+// With group=G and no partition, each instance joins consumer group G and reads the partitions
+// the broker assigns it (several `sluice pipe` processes then share a topic); the group's
+// committed offsets live in the broker.
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -26,8 +29,11 @@
 // How long create waits for the broker to describe the topic (partition=all).
 #define TOPIC_SOURCE_DESCRIBE_MS 10000
 
+// A part's partition when its consumer is a group member (its records name their partition).
+#define TOPIC_PART_GROUP UINT32_MAX
+
 typedef struct topic_part {
-    uint32_t partition;
+    uint32_t partition; // or TOPIC_PART_GROUP
     sl_consumer *consumer;
 } topic_part;
 
@@ -75,15 +81,16 @@ topic_start(topic_source *s, const sl_pipe_endpoint *e, uint32_t p, sl_consumer_
             char *err, size_t err_size)
 {
     uint64_t token = 0;
-    if (sl__pipe_offsets_get(s->offsets, p, &token)) {
+    if (p != TOPIC_PART_GROUP && sl__pipe_offsets_get(s->offsets, p, &token)) {
         cfg->start = SL_START_OFFSET;
         cfg->start_offset = token + 1;
         return SL_OK;
     }
-    if (cfg->group != NULL) {
+    if (cfg->group != NULL && p != TOPIC_PART_GROUP) {
         cfg->start = SL_START_GROUP;
         return SL_OK;
     }
+    // A group member starts each partition without a committed offset here (earliest default).
     const char *from = sl__pipe_ep_opt(e, "from");
     if (from == NULL || strcmp(from, "earliest") == 0) {
         cfg->start = SL_START_EARLIEST;
@@ -110,7 +117,7 @@ topic_open_part(topic_source *s, const sl_pipe_endpoint *e, const sl_pipe_sluice
     sl_consumer_config_init(&cfg);
     cfg.broker = u->broker[0] ? u->broker : NULL;
     cfg.topic = u->topic;
-    cfg.partition = p;
+    cfg.partition = p == TOPIC_PART_GROUP ? SL_PROTO_PARTITION_ANY : p;
     cfg.group = sl__pipe_ep_opt(e, "group");
     cfg.auto_ack = false;
     cfg.client_id = sl__pipe_ep_opt(e, "client_id");
@@ -142,6 +149,9 @@ topic_open_parts(topic_source *s, const sl_pipe_endpoint *e, const sl_pipe_sluic
     uint64_t first = 0;
     uint32_t count = 1;
     int r = SL_OK;
+    if (ptext == NULL && sl__pipe_ep_opt(e, "group") != NULL) {
+        return topic_open_part(s, e, u, TOPIC_PART_GROUP, err, err_size);
+    }
     if (ptext != NULL && strcmp(ptext, "all") == 0) {
         r = topic_partition_count(u, &count, err, err_size);
     } else {
@@ -290,6 +300,12 @@ static void
 topic_source_commit(void *state, uint32_t lane, uint64_t token)
 {
     topic_source *s = state;
+    if (s->part_count == 1 && s->parts[0].partition == TOPIC_PART_GROUP) {
+        // SL_ENOENT: the partition was reassigned since; its new owner reads it again.
+        int r = sl_consumer_ack_record(s->parts[0].consumer, lane, token);
+        SL_UNUSED(r);
+        return;
+    }
     for (uint32_t i = 0; i < s->part_count; i++) {
         if (s->parts[i].partition == lane) {
             // SL_EINVAL only for an offset not yet polled: the runtime never commits one.
