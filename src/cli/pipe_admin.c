@@ -1,77 +1,70 @@
-// The admin port of `sluice pipe --admin HOST:PORT`: a minimal HTTP/1.0 server on one thread
-// serving GET /metrics (Prometheus text), /stats (JSON: per-stage stats and the bottleneck) and
-// /explain (the bottleneck report). One request per connection, answered and closed; requests
-// are served one at a time, so a slow scraper only delays other scrapers. libmicrohttpd is linked
-// only into sluiced; this keeps the CLI's dependencies as they are.
+// The admin port of `sluice pipe --admin HOST:PORT`, served by libmicrohttpd on one thread of its
+// own: GET /metrics (Prometheus text), /stats (JSON: per-stage stats and the bottleneck) and
+// /explain (the bottleneck report).
 #include "cli/pipe_admin.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <jansson.h>
+#include <microhttpd.h>
 
 #include <sluice/error.h>
 
 #include "core/parse.h"
 #include "core/util.h"
 
-// Request bytes read at most (a GET line and headers).
-#define ADMIN_REQUEST_BYTES_MAX 4096u
 // First guess for a metrics page, and the largest served.
 #define ADMIN_BODY_BYTES_INITIAL (64u << 10)
 #define ADMIN_BODY_BYTES_MAX     (16u << 20)
-// The thread checks for stop this often; a client gets this long to send its request.
-#define ADMIN_TICK_MS    200
-#define ADMIN_READ_MS    2000
-#define ADMIN_STAGES_MAX 256u
+#define ADMIN_STAGES_MAX         256u
+// Connections served at once, how long an idle one lives, and the memory MHD gives each.
+#define ADMIN_CONNECTIONS_MAX         16u
+#define ADMIN_CONNECTION_TIMEOUT_S    10u
+#define ADMIN_CONNECTION_MEMORY_BYTES (32u << 10)
 
-static void
-admin_send(int fd, const char *status, const char *type, const char *body, size_t len)
+// Queues body (copied) as the answer; false when MHD refuses it.
+static enum MHD_Result
+admin_send(struct MHD_Connection *conn, unsigned status, const char *type, const char *body,
+           size_t len)
 {
-    char head[256];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n",
-                     status, type, len);
-    if (n > 0 && send(fd, head, (size_t)n, MSG_NOSIGNAL) == n && len > 0) {
-        size_t off = 0;
-        for (int i = 0; i < 1000 && off < len; i++) {
-            ssize_t w = send(fd, body + off, len - off, MSG_NOSIGNAL);
-            if (w <= 0) {
-                break;
-            }
-            off += (size_t)w;
-        }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL) {
+        return MHD_NO;
     }
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
 }
 
-static void
-admin_metrics(sl_cli_pipe_admin *a, int fd)
+static enum MHD_Result
+admin_metrics(sl_cli_pipe_admin *a, struct MHD_Connection *conn)
 {
     size_t cap = ADMIN_BODY_BYTES_INITIAL;
-    for (int attempt = 0; attempt < 2; attempt++) {
+    for (int attempt = 0; attempt < 2; attempt++) { // a second try with the size the first needed
         char *buf = sl_alloc(cap);
         size_t len = 0;
         int r = buf != NULL ? sl_metrics_encode_prometheus(a->registry, sl_now_ns(), buf, cap, &len)
                             : SL_ENOMEM;
+        enum MHD_Result sent = MHD_NO;
         if (r == SL_OK) {
-            admin_send(fd, "200 OK", "text/plain; version=0.0.4", buf, len);
+            sent = admin_send(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", buf, len);
         }
         sl_free(buf, cap);
+        if (r == SL_OK) {
+            return sent;
+        }
         if (r != SL_EFULL || len > ADMIN_BODY_BYTES_MAX) {
-            if (r != SL_OK) {
-                admin_send(fd, "500 Internal Server Error", "text/plain", "", 0);
-            }
-            return;
+            break;
         }
         cap = len;
     }
+    return admin_send(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain", "", 0);
 }
 
 static json_t *
@@ -87,15 +80,14 @@ admin_stage_json(const sl_pipe_stage_stats *s)
                      (json_int_t)s->records_out_total, "latency_p99_s", s->latency_p99_s);
 }
 
-static void
-admin_stats(sl_cli_pipe_admin *a, int fd, bool explain_only)
+static enum MHD_Result
+admin_stats(sl_cli_pipe_admin *a, struct MHD_Connection *conn, bool explain_only)
 {
     static sl_pipe_stage_stats stats[ADMIN_STAGES_MAX]; // only the admin thread uses it
     char report[8192];
     int bottleneck = sl_pipeline_explain(a->pipeline, report, sizeof(report));
     if (explain_only) {
-        admin_send(fd, "200 OK", "text/plain", report, strlen(report));
-        return;
+        return admin_send(conn, MHD_HTTP_OK, "text/plain", report, strlen(report));
     }
     size_t count = 0;
     sl_pipeline_stats(a->pipeline, stats, ADMIN_STAGES_MAX, &count);
@@ -106,63 +98,36 @@ admin_stats(sl_cli_pipe_admin *a, int fd, bool explain_only)
     json_t *doc = json_pack("{s:s, s:o, s:i, s:s}", "pipeline", a->name, "stages", arr,
                             "bottleneck", bottleneck, "explain", report);
     char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    enum MHD_Result r = MHD_NO;
     if (text != NULL) {
-        admin_send(fd, "200 OK", "application/json", text, strlen(text));
+        r = admin_send(conn, MHD_HTTP_OK, "application/json", text, strlen(text));
         free(text); // allocated by jansson
     }
     json_decref(doc);
+    return r;
 }
 
-static void
-admin_serve(sl_cli_pipe_admin *a, int fd)
+static enum MHD_Result
+admin_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+              const char *version, const char *upload_data, size_t *upload_data_size,
+              void **con_cls)
 {
-    char req[ADMIN_REQUEST_BYTES_MAX + 1];
-    size_t len = 0;
-    int64_t deadline = sl_deadline_after_ms(ADMIN_READ_MS);
-    while (len < ADMIN_REQUEST_BYTES_MAX && sl_now_ns() < deadline) { // bounded by deadline
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, ADMIN_TICK_MS) <= 0) {
-            continue;
-        }
-        ssize_t n = recv(fd, req + len, ADMIN_REQUEST_BYTES_MAX - len, 0);
-        if (n <= 0) {
-            return;
-        }
-        len += (size_t)n;
-        req[len] = '\0';
-        if (strstr(req, "\r\n\r\n") != NULL || strstr(req, "\n\n") != NULL) {
-            break;
-        }
+    sl_cli_pipe_admin *a = cls;
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0) {
+        const char *body = "only GET\n";
+        return admin_send(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", body, strlen(body));
     }
-    req[len] = '\0';
-    if (strncmp(req, "GET /metrics", 12) == 0) {
-        admin_metrics(a, fd);
-    } else if (strncmp(req, "GET /stats", 10) == 0) {
-        admin_stats(a, fd, false);
-    } else if (strncmp(req, "GET /explain", 12) == 0) {
-        admin_stats(a, fd, true);
-    } else {
-        const char *body = "try /metrics, /stats or /explain\n";
-        admin_send(fd, "404 Not Found", "text/plain", body, strlen(body));
+    if (strcmp(url, "/metrics") == 0) {
+        return admin_metrics(a, conn);
     }
-}
-
-static void *
-admin_thread(void *arg)
-{
-    sl_cli_pipe_admin *a = arg;
-    while (!atomic_load(&a->stop)) { // the admin loop: until stop
-        struct pollfd p = {.fd = a->listen_fd, .events = POLLIN};
-        if (poll(&p, 1, ADMIN_TICK_MS) <= 0) {
-            continue;
-        }
-        int fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0) {
-            admin_serve(a, fd);
-            close(fd);
-        }
+    if (strcmp(url, "/stats") == 0) {
+        return admin_stats(a, conn, false);
     }
-    return NULL;
+    if (strcmp(url, "/explain") == 0) {
+        return admin_stats(a, conn, true);
+    }
+    const char *body = "try /metrics, /stats or /explain\n";
+    return admin_send(conn, MHD_HTTP_NOT_FOUND, "text/plain", body, strlen(body));
 }
 
 int
@@ -180,32 +145,27 @@ sl_cli_pipe_admin_start(sl_cli_pipe_admin *a, const char *address, char *err, si
         snprintf(err, err_size, "--admin %s: want an IPv4 address", address);
         return SL_EINVAL;
     }
-    a->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    socklen_t sl = sizeof(sa);
-    if (a->listen_fd < 0 || setsockopt(a->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, 4) != 0 ||
-        bind(a->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        listen(a->listen_fd, 16) != 0 ||
-        getsockname(a->listen_fd, (struct sockaddr *)&sa, &sl) != 0) {
-        snprintf(err, err_size, "--admin %s: %s", address, strerror(errno));
-        if (a->listen_fd >= 0) {
-            close(a->listen_fd);
-        }
+    // One internal thread serves every connection in turn: scrapes are small and rare.
+    a->daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, port, NULL, NULL, admin_request, a,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)ADMIN_CONNECTIONS_MAX, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)ADMIN_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)ADMIN_CONNECTION_MEMORY_BYTES, MHD_OPTION_END);
+    if (a->daemon == NULL) {
+        snprintf(err, err_size, "--admin %s: cannot serve HTTP there (address in use?)", address);
         return SL_EIO;
     }
-    a->port = ntohs(sa.sin_port);
-    atomic_store(&a->stop, false);
-    if (pthread_create(&a->thread, NULL, admin_thread, a) != 0) {
-        close(a->listen_fd);
-        return SL_ENOMEM;
-    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    a->port = info != NULL ? info->port : port;
     return SL_OK;
 }
 
 void
 sl_cli_pipe_admin_stop(sl_cli_pipe_admin *a)
 {
-    atomic_store(&a->stop, true);
-    pthread_join(a->thread, NULL);
-    close(a->listen_fd);
+    if (a->daemon != NULL) {
+        MHD_stop_daemon(a->daemon);
+        a->daemon = NULL;
+    }
 }

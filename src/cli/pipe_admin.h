@@ -2,8 +2,6 @@
 #ifndef SLUICE_CLI_PIPE_ADMIN_H
 #define SLUICE_CLI_PIPE_ADMIN_H
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,14 +9,14 @@
 #include <sluice/metrics.h>
 #include <sluice/pipeline.h>
 
+struct MHD_Daemon;
+
 typedef struct sl_cli_pipe_admin {
     sl_pipeline *pipeline;         // borrowed: set before start, outlives the server
     sl_metrics_registry *registry; // borrowed
     const char *name;              // borrowed
-    int listen_fd;
+    struct MHD_Daemon *daemon;
     uint16_t port; // bound port (after start)
-    pthread_t thread;
-    atomic_bool stop;
 } sl_cli_pipe_admin;
 
 // Binds address (HOST:PORT, port 0 for an ephemeral one) and starts serving. err gets a message.
