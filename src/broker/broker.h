@@ -123,6 +123,7 @@ struct sl_topic {
     uint32_t refs;           // streams and in-flight requests holding the topic
     bool deleted;            // deleted while referenced: freed when refs reach 0
     sl_rate drain_bytes;     // delivered bytes/s over all partitions
+    uint64_t inflight_charged; // memory-budget bytes held by requests at the storage thread
     sl_topic_stats stats;
     sl_topic *next; // registry list
 };
@@ -159,7 +160,8 @@ struct sl_stream {
     uint64_t demand_records; // outstanding REQUEST records (saturating)
     uint64_t demand_bytes;
     uint64_t delivered_records;
-    bool waiting_data; // parked until the partition grows
+    uint64_t requested_records; // cumulative REQUEST records (saturating): demand's source
+    bool waiting_data;          // parked until the partition grows
 };
 
 // A write in flight on a connection; freed in its callback.
@@ -276,6 +278,7 @@ struct sl_broker {
     bool stopping;
     sl_broker_stats stats;
     sl_admin *admin; // NULL when the admin endpoint is off
+    struct sl_ops *ops; // ops.h: drop ledger, invariants, histograms (NULL before open)
 };
 
 // ---- server.c

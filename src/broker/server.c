@@ -4,6 +4,7 @@
 // shutdown on SIGINT/SIGTERM that drains the storage thread and syncs every log.
 #include "broker/broker.h"
 #include "broker/admin_http.h"
+#include "broker/ops.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -428,6 +429,7 @@ on_tick(uv_timer_t *t)
         }
     }
     sl_flow_tick(b, now);
+    sl_ops_tick(b, now);
     conns_tick(b, now);
     // Retention every second; every tick for drop_oldest topics, whose backlog bound is enforced
     // by deleting segments and must hold within a tick's worth of traffic.
@@ -522,7 +524,12 @@ sl_broker_open(sl_broker *b, const sl_broker_config *config, char *err, size_t e
         snprintf(err, err_size, "memory_budget too small for the broker's own buffers");
         return SL_EFULL;
     }
-    int rc = sl_topics_lock_data_dir(b, err, err_size);
+    int rc = sl_ops_open(b);
+    if (rc != SL_OK) {
+        snprintf(err, err_size, "out of memory");
+        return rc;
+    }
+    rc = sl_topics_lock_data_dir(b, err, err_size);
     if (rc == SL_OK) {
         rc = sl_topics_load(b, err, err_size);
     }
@@ -615,6 +622,7 @@ sl_broker_close(sl_broker *b)
         sl_free(b->scratch, b->scratch_size);
         sl_budget_release(b->memory, b->scratch_size, 0);
     }
+    sl_ops_close(b);
     sl_budget_free(b->disk);
     sl_budget_free(b->memory);
 }
