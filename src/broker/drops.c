@@ -31,25 +31,35 @@ wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+// The newest entry of p for reason, searching back from the newest (bounded by the ring).
 static sl_drop_entry *
-newest(sl_ops *o)
+latest_for(sl_ops *o, const sl_partition *p, sl_drop_reason reason, bool *is_newest_out)
 {
-    if (o->ledger_count == 0) {
-        return NULL;
+    for (uint32_t k = 0; k < o->ledger_count; k++) {
+        uint32_t i = (o->ledger_head + o->ledger_count - 1 - k) % SL_DROPS_LEDGER_ENTRIES;
+        sl_drop_entry *e = &o->ledger[i];
+        if (e->partition == p->index && e->reason == reason &&
+            strcmp(e->topic, p->topic->name) == 0) {
+            *is_newest_out = k == 0;
+            return e;
+        }
     }
-    uint32_t i = (o->ledger_head + o->ledger_count - 1) % SL_DROPS_LEDGER_ENTRIES;
-    return &o->ledger[i];
+    return NULL;
 }
 
-// True when the entry's range can absorb [first, end) of the same partition and reason: they
-// touch or overlap (a second consumer skipping the same range must not count it twice).
-static bool
-entry_extends(const sl_drop_entry *e, const sl_partition *p, sl_drop_reason reason, uint64_t first,
-              uint64_t end)
+static sl_drop_entry *
+entry_append(sl_ops *o)
 {
-    return e->partition == p->index && e->reason == reason &&
-           strcmp(e->topic, p->topic->name) == 0 && first <= e->end_offset &&
-           end >= e->first_offset;
+    if (o->ledger_count == SL_DROPS_LEDGER_ENTRIES) {
+        o->ledger_head = (o->ledger_head + 1) % SL_DROPS_LEDGER_ENTRIES;
+        o->ledger_count--;
+        o->ledger_overwritten++;
+    }
+    uint32_t slot = (o->ledger_head + o->ledger_count) % SL_DROPS_LEDGER_ENTRIES;
+    o->ledger_count++;
+    sl_drop_entry *e = &o->ledger[slot];
+    memset(e, 0, sizeof(*e));
+    return e;
 }
 
 void
@@ -57,35 +67,28 @@ sl_drops_record(sl_broker *b, sl_partition *p, sl_drop_reason reason, uint64_t f
                 uint64_t end_offset)
 {
     sl_ops *o = b->ops;
-    if (o == NULL || end_offset <= first_offset || (uint32_t)reason >= SL_DROP_REASON_COUNT) {
+    if (o == NULL || (uint32_t)reason >= SL_DROP_REASON_COUNT) {
         return;
     }
     int64_t now = sl_now_ns();
-    sl_drop_entry *e = newest(o);
-    if (e != NULL && entry_extends(e, p, reason, first_offset, end_offset)) {
-        // Only the part not yet in the entry is new.
-        uint64_t added = 0;
-        if (first_offset < e->first_offset) {
-            added += e->first_offset - first_offset;
-            e->first_offset = first_offset;
-        }
-        if (end_offset > e->end_offset) {
-            added += end_offset - e->end_offset;
-            e->end_offset = end_offset;
-        }
-        o->drops_total[reason] += added;
+    bool is_newest = false;
+    sl_drop_entry *e = latest_for(o, p, reason, &is_newest);
+    // Drops of a partition only move forward (retention cuts the head of the log): what the
+    // ledger already holds is not counted again when a second consumer skips the same range.
+    if (e != NULL) {
+        first_offset = SL_MAX(first_offset, e->end_offset);
+    }
+    if (end_offset <= first_offset) {
+        return;
+    }
+    o->drops_total[reason] += end_offset - first_offset;
+    if (e != NULL && is_newest && first_offset == e->end_offset) {
+        e->end_offset = end_offset;
         e->last_ns = now;
         e->wall_ms = wall_ms();
         return;
     }
-    if (o->ledger_count == SL_DROPS_LEDGER_ENTRIES) {
-        o->ledger_head = (o->ledger_head + 1) % SL_DROPS_LEDGER_ENTRIES;
-        o->ledger_count--;
-        o->ledger_overwritten++;
-    }
-    uint32_t slot = (o->ledger_head + o->ledger_count) % SL_DROPS_LEDGER_ENTRIES;
-    e = &o->ledger[slot];
-    memset(e, 0, sizeof(*e));
+    e = entry_append(o);
     snprintf(e->topic, sizeof(e->topic), "%s", p->topic->name);
     e->partition = p->index;
     e->reason = reason;
@@ -94,8 +97,24 @@ sl_drops_record(sl_broker *b, sl_partition *p, sl_drop_reason reason, uint64_t f
     e->first_ns = now;
     e->last_ns = now;
     e->wall_ms = wall_ms();
-    o->ledger_count++;
-    o->drops_total[reason] += end_offset - first_offset;
+}
+
+void
+sl_drops_scan(sl_broker *b)
+{
+    // Bounded by the topics and their partitions.
+    for (sl_topic *t = b->topics; t != NULL; t = t->next) {
+        if (t->config.full_policy != SL_FULL_DROP_OLDEST) {
+            continue;
+        }
+        for (uint32_t i = 0; i < t->config.partition_count; i++) {
+            sl_partition *p = &t->partitions[i];
+            uint64_t start = sl_log_start_offset(p->log);
+            if (start > p->low_position) {
+                sl_drops_record(b, p, SL_DROP_EVICTED, p->low_position, start);
+            }
+        }
+    }
 }
 
 uint64_t

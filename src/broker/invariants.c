@@ -188,7 +188,9 @@ sl_invariants_inject(sl_broker *b, sl_resync_kind kind)
                 s->demand_records = 0; // as if demand were lost: the stream would stall
                 return true;
             }
-            if (kind == SL_RESYNC_LOW_POSITION && s->kind == SL_STREAM_CONSUME) {
+            // A consumer with demand recomputes the low position on every delivery pass.
+            if (kind == SL_RESYNC_LOW_POSITION && s->kind == SL_STREAM_CONSUME &&
+                s->demand_records == 0) {
                 s->part->low_position += 1;
                 return true;
             }

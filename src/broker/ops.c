@@ -64,6 +64,7 @@ sl_ops_tick(sl_broker *b, int64_t now_ns)
         return;
     }
     o->last_check_ns = now_ns;
+    sl_drops_scan(b);
     sl_invariants_check(b);
     hist_sweep(b);
 }
@@ -152,8 +153,8 @@ sl_ops_delivered(sl_stream *s, const uint8_t *batches, size_t size, uint64_t fir
         used += hd.length;
         uint64_t from = SL_MAX(first_offset, hd.base_offset);
         uint64_t to = SL_MIN(end_offset, hd.base_offset + hd.record_count);
-        if (to <= from) {
-            continue;
+        if (to <= from || hd.first_timestamp_us <= 0) {
+            continue; // nothing of the range, or a producer that does not stamp its records
         }
         int64_t stamp_us = hd.first_timestamp_us / 2 + hd.last_timestamp_us / 2;
         int64_t age_us = SL_MAX(now_us - stamp_us, (int64_t)0);

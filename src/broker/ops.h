@@ -47,6 +47,10 @@ typedef struct sl_drop_entry {
 void sl_drops_record(sl_broker *b, sl_partition *p, sl_drop_reason reason, uint64_t first_offset,
                      uint64_t end_offset);
 
+// Finds records retention removed before the slowest consumer of a drop_oldest topic read them
+// (or with no consumer at all) and records them. Called on the tick.
+void sl_drops_scan(sl_broker *b);
+
 // Records dropped in total (since start), over every topic; and the ledger's overwritten entries.
 uint64_t sl_drops_total(const sl_broker *b);
 
