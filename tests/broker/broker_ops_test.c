@@ -3,6 +3,7 @@
 // lost, the credit invariants resync a broken figure (injected through the test hook) and count
 // it, and the operator metric families (latency and ack-delay summaries, predictions, demand)
 // hold what the test did.
+// ctest-labels: concurrent
 // ctest-timeout: 120
 #include "support/test_util.h"
 

@@ -3,6 +3,7 @@
 // (readable and --json), `drops` says nothing was dropped, `stats` prints the summary with what
 // pushes back, `top --iterations` redraws and stops; unknown topics and an unreachable admin port
 // give the documented exit codes.
+// ctest-labels: concurrent
 // ctest-timeout: 180
 #include "support/test_util.h"
 
