@@ -74,6 +74,7 @@ typedef struct sl_pending_ack {
     uint8_t acks;
     uint64_t base_offset;
     uint64_t last_offset;
+    int64_t queued_ns; // when it was held back (sl_now_ns), for the oldest-held age
 } sl_pending_ack;
 
 // ACKs one stream may hold back; when full, the oldest goes out early.
@@ -118,11 +119,11 @@ struct sl_topic {
     sl_budget *memory;        // child of the broker's memory budget: this topic's allowance
     sl_budget *disk;          // child of the broker's disk budget
     sl_broker *broker;
-    uint32_t rr_next;        // round-robin partition for OPEN_PRODUCE(any)
-    uint32_t producer_count; // open producer streams
-    uint32_t refs;           // streams and in-flight requests holding the topic
-    bool deleted;            // deleted while referenced: freed when refs reach 0
-    sl_rate drain_bytes;     // delivered bytes/s over all partitions
+    uint32_t rr_next;          // round-robin partition for OPEN_PRODUCE(any)
+    uint32_t producer_count;   // open producer streams
+    uint32_t refs;             // streams and in-flight requests holding the topic
+    bool deleted;              // deleted while referenced: freed when refs reach 0
+    sl_rate drain_bytes;       // delivered bytes/s over all partitions
     uint64_t inflight_charged; // memory-budget bytes held by requests at the storage thread
     sl_topic_stats stats;
     sl_topic *next; // registry list
@@ -216,6 +217,7 @@ typedef struct sl_store_req {
     uint64_t base_offset; // first record's offset
     uint64_t end_offset;  // one past the last record
     uint64_t charged;     // bytes reserved on the topic budget for this request
+    int64_t submitted_ns; // when the loop queued it (sl_now_ns), for the queue's oldest age
     size_t batch_count;
     size_t size;    // bytes of data
     uint8_t data[]; // the batches back to back
@@ -277,7 +279,7 @@ struct sl_broker {
     uint64_t tick_count;
     bool stopping;
     sl_broker_stats stats;
-    sl_admin *admin; // NULL when the admin endpoint is off
+    sl_admin *admin;    // NULL when the admin endpoint is off
     struct sl_ops *ops; // ops.h: drop ledger, invariants, histograms (NULL before open)
 };
 
@@ -344,6 +346,10 @@ sl_producer_slot *sl_partition_producer(sl_partition *p, uint64_t producer_id, b
 // ---- storage.c
 int sl_storage_start(sl_storage *s, sl_fsync_policy policy, uv_async_t *wake_loop);
 void sl_storage_submit(sl_storage *s, sl_store_req *r);
+// Age basis of the oldest request waiting for the storage thread: its submitted_ns, or 0 when
+// none waits; *queued_out gets how many wait (counted up to SL_STORAGE_QUEUE_COUNT_MAX).
+#define SL_STORAGE_QUEUE_COUNT_MAX 100000u
+int64_t sl_storage_oldest_queued_ns(sl_storage *s, uint64_t *queued_out);
 // Takes every completed request (FIFO list) off the storage thread's queue.
 sl_store_req *sl_storage_take_done(sl_storage *s);
 // Joins the thread once it has appended everything queued; completions stay to be taken.

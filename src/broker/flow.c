@@ -126,6 +126,7 @@ queue_ack(sl_stream *s, const sl_pending_ack *a, int64_t now)
     }
     uint32_t slot = (s->pending_ack_head + s->pending_ack_count) % SL_BROKER_PENDING_ACKS;
     s->pending_acks[slot] = *a;
+    s->pending_acks[slot].queued_ns = now;
     s->pending_ack_count++;
     if (hold) {
         if (s->pending_ack_count == 1) {
@@ -387,6 +388,7 @@ sl_flow_produce_frame(sl_stream *s, const sl_frame *f)
     s->received_total += frame_bytes;
     s->credit_reserved -= frame_bytes;
     s->last_frame_ns = sl_now_ns();
+    r->submitted_ns = s->last_frame_ns;
     s->frame_max_seen = SL_MAX(s->frame_max_seen, frame_bytes);
     s->next_seq = seq;
     s->acks = pr->acks;

@@ -104,6 +104,9 @@ typedef enum fam {
     F_CONSUMER_DEMAND,
     F_CONSUMER_DEMAND_BYTES,
     F_CONSUMER_REQUESTED,
+    F_PRODUCER_ACKS_OLDEST,
+    F_STORAGE_QUEUED,
+    F_STORAGE_QUEUE_AGE,
     F_COUNT
 } fam;
 
@@ -318,6 +321,14 @@ static const fam_desc FAMS[F_COUNT] = {
                                  "bytes requested and not yet delivered", G, LBL(L_STREAM)},
     [F_CONSUMER_REQUESTED] = {"sluice_consumer_requested_records_total",
                               "records requested by a consumer stream (REQUEST)", C, LBL(L_STREAM)},
+    [F_PRODUCER_ACKS_OLDEST] = {"sluice_producer_acks_held_oldest_age_seconds",
+                                "age of the oldest ACK held back on one stream (0: none)", G,
+                                LBL(L_STREAM)},
+    [F_STORAGE_QUEUED] = {"sluice_storage_queued_requests",
+                          "produce requests waiting for the storage thread", G, NOLBL},
+    [F_STORAGE_QUEUE_AGE] = {"sluice_storage_queue_oldest_age_seconds",
+                             "age of the oldest request waiting for the storage thread (0: none)",
+                             G, NOLBL},
 };
 
 #undef C
@@ -430,6 +441,11 @@ put_broker(builder *k, sl_broker *b, const sl_admin_counters *ac)
         put(k, F_CREDIT_RESYNCS, kind, (double)sl_invariants_resyncs(b, (sl_resync_kind)i));
     }
     put(k, F_DROPS_RECORDED, NULL, (double)sl_drops_total(b));
+    uint64_t queued = 0;
+    int64_t oldest = sl_storage_oldest_queued_ns(&b->storage, &queued);
+    int64_t now = sl_now_ns();
+    put(k, F_STORAGE_QUEUED, NULL, (double)queued);
+    put(k, F_STORAGE_QUEUE_AGE, NULL, oldest != 0 ? (double)(now - oldest) * 1e-9 : 0.0);
     put(k, F_DROPS_OVERWRITTEN, NULL, b->ops != NULL ? (double)b->ops->ledger_overwritten : 0.0);
 }
 
@@ -593,6 +609,11 @@ put_stream(builder *k, const char *conn_id, sl_stream *s)
         put(k, F_PRODUCER_IN_RATE, l, s->accepted_bytes.per_s);
         put(k, F_PRODUCER_ACKS_HELD, l, (double)s->pending_ack_count);
         put(k, F_PRODUCER_LEVEL, l, (double)s->decision.level);
+        double held_s = 0.0;
+        if (s->pending_ack_count > 0) {
+            held_s = (double)(sl_now_ns() - s->pending_acks[s->pending_ack_head].queued_ns) * 1e-9;
+        }
+        put(k, F_PRODUCER_ACKS_OLDEST, l, held_s);
     } else if (s->kind == SL_STREAM_CONSUME && s->part != NULL) {
         sl_partition *p = s->part;
         uint64_t lag = p->end_offset > s->position ? p->end_offset - s->position : 0;

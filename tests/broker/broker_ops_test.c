@@ -297,6 +297,10 @@ test_operator_metrics(void **state)
     assert_true(metric(fx, "sluice_topic_consumers_recommended{", orders) >= 1);
     const char *level[] = {"topic=\"orders\"", NULL};
     assert_int_equal((int)metric(fx, "sluice_producer_admission_level{", level), 0);
+    // Oldest-record ages of the other bounded buffers: nothing waits in them now.
+    assert_true(metric(fx, "sluice_producer_acks_held_oldest_age_seconds{", level) == 0);
+    assert_true(metric(fx, "sluice_storage_queued_requests ", NULL) == 0);
+    assert_true(metric(fx, "sluice_storage_queue_oldest_age_seconds ", NULL) == 0);
     const char *disk[] = {"owner=\"orders\"", "budget=\"disk\"", NULL};
     double full_in = metric(fx, "sluice_budget_full_in_seconds{", disk);
     assert_true(full_in > 0); // +Inf when idle, or far away
