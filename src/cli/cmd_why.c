@@ -61,20 +61,27 @@ query_add(char *path, size_t size, const char *key, const char *value)
     curl_free(esc);
 }
 
+// A string field of a JSON object, or fallback when absent (a broker answer is not trusted).
+static const char *
+str_or(json_t *obj, const char *key, const char *fallback)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v != NULL ? v : fallback;
+}
+
 static void
 why_print(FILE *out, json_t *j)
 {
     json_t *v = json_object_get(j, "verdict");
-    const char *reason = json_string_value(json_object_get(v, "reason"));
-    const char *hop = json_string_value(json_object_get(v, "hop"));
+    const char *reason = str_or(v, "reason", "unknown");
     const char *budget = json_string_value(json_object_get(v, "budget"));
-    const char *detail = json_string_value(json_object_get(v, "detail"));
-    const char *topic = json_string_value(json_object_get(j, "topic"));
-    if (reason != NULL && (strcmp(reason, "flowing") == 0 || strcmp(reason, "idle") == 0)) {
+    const char *detail = str_or(v, "detail", "");
+    const char *topic = str_or(j, "topic", "?");
+    if (strcmp(reason, "flowing") == 0 || strcmp(reason, "idle") == 0) {
         fprintf(out, "topic %s is %s: %s\n", topic, reason, detail);
     } else {
-        fprintf(out, "topic %s is held at the %s: %s%s%s\n  %s\n", topic, hop, reason,
-                budget != NULL ? " by the " : "", budget != NULL ? budget : "", detail);
+        fprintf(out, "topic %s is held at the %s: %s%s%s\n  %s\n", topic, str_or(v, "hop", "?"),
+                reason, budget != NULL ? " by the " : "", budget != NULL ? budget : "", detail);
     }
     json_t *streams = json_object_get(j, "streams");
     if (json_array_size(streams) == 0) {
@@ -86,18 +93,17 @@ why_print(FILE *out, json_t *j)
     json_t *s;
     json_array_foreach(streams, i, s)
     {
-        const char *kind = json_string_value(json_object_get(s, "kind"));
+        const char *kind = str_or(s, "kind", "?");
         fprintf(out, "  %-9s", kind);
         if (strcmp(kind, "partition") != 0) {
             fprintf(out, " conn %lld stream %lld (%s)",
                     (long long)json_integer_value(json_object_get(s, "conn")),
                     (long long)json_integer_value(json_object_get(s, "stream")),
-                    json_string_value(json_object_get(s, "peer")));
+                    str_or(s, "peer", "?"));
         }
         fprintf(out, " partition %lld: %s: %s\n",
                 (long long)json_integer_value(json_object_get(s, "partition")),
-                json_string_value(json_object_get(s, "reason")),
-                json_string_value(json_object_get(s, "detail")));
+                str_or(s, "reason", "?"), str_or(s, "detail", ""));
     }
 }
 
@@ -120,8 +126,7 @@ ops_run(ops_opts *o, const char *path, FILE *out, FILE *err, void (*print)(FILE 
     } else if (j == NULL) {
         code = sl_cli_fail(err, o->cmd, SL_CLI_EXIT_FAILED, "HTTP %ld: %s", status, body);
     } else if (status != 200) {
-        code = sl_cli_fail(err, o->cmd, SL_CLI_EXIT_FAILED, "%s",
-                           json_string_value(json_object_get(j, "error")));
+        code = sl_cli_fail(err, o->cmd, SL_CLI_EXIT_FAILED, "%s", str_or(j, "error", "refused"));
     } else {
         print(out, j);
     }
@@ -158,10 +163,9 @@ drops_print(FILE *out, json_t *j)
     json_t *totals = json_object_get(j, "totals");
     json_array_foreach(totals, i, e)
     {
-        fprintf(out, "topic %s: %lld records dropped (%s)\n",
-                json_string_value(json_object_get(e, "topic")),
+        fprintf(out, "topic %s: %lld records dropped (%s)\n", str_or(e, "topic", "?"),
                 (long long)json_integer_value(json_object_get(e, "records")),
-                json_string_value(json_object_get(e, "reason")));
+                str_or(e, "reason", "?"));
     }
     json_t *entries = json_object_get(j, "entries");
     if (json_array_size(entries) == 0) {
@@ -173,9 +177,9 @@ drops_print(FILE *out, json_t *j)
         long long first = (long long)json_integer_value(json_object_get(e, "first_offset"));
         long long end = (long long)json_integer_value(json_object_get(e, "end_offset"));
         fprintf(out, "  %s/%lld %s offsets %lld..%lld (%lld records), last %.1f s ago\n",
-                json_string_value(json_object_get(e, "topic")),
+                str_or(e, "topic", "?"),
                 (long long)json_integer_value(json_object_get(e, "partition")),
-                json_string_value(json_object_get(e, "reason")), first, end - 1, end - first,
+                str_or(e, "reason", "?"), first, end - 1, end - first,
                 json_number_value(json_object_get(e, "last_seconds_ago")));
     }
     long long lost = (long long)json_integer_value(json_object_get(j, "entries_overwritten"));

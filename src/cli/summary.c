@@ -156,8 +156,8 @@ verdict_line(FILE *out, const char *admin, const char *topic, bool ansi)
         bool flowing = strcmp(reason, "flowing") == 0 || strcmp(reason, "idle") == 0;
         const char *colour = !ansi ? "" : flowing ? ANSI_GREEN : ANSI_RED;
         fprintf(out, "  %s%s: %s%s%s (%s)%s\n", colour, flowing ? "flow" : "pushing back",
-                flowing ? "" : hop, flowing ? "" : " ", reason, detail != NULL ? detail : "",
-                ansi ? ANSI_RESET : "");
+                flowing || hop == NULL ? "" : hop, flowing ? "" : " ", reason,
+                detail != NULL ? detail : "", ansi ? ANSI_RESET : "");
     }
     json_decref(why);
 }
@@ -196,7 +196,8 @@ topic_block(FILE *out, json_t *stats, const char *admin, const char *topic, bool
     double backlog = zero_nan(sl_cli_stat(stats, "sluice_topic_backlog_bytes", l, NULL));
     const char *const bl[] = {"scope", "topic", "owner", topic, "budget", "backlog", NULL};
     fprintf(
-        out, "  in %.0f rec/s, out %.0f rec/s; lag %.0f records (%s, oldest waits %s), drains in %s\n",
+        out,
+        "  in %.0f rec/s, out %.0f rec/s; lag %.0f records (%s, oldest waits %s), drains in %s\n",
         zero_nan(sl_cli_stat(stats, "sluice_topic_in_records_per_second", l, NULL)),
         zero_nan(sl_cli_stat(stats, "sluice_topic_out_records_per_second", l, NULL)),
         zero_nan(sl_cli_stat(stats, "sluice_budget_used_records", bl, NULL)),
