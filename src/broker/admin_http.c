@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,21 +448,12 @@ sl_admin_open(sl_broker *b, char *err, size_t err_size)
     a->async_open = true;
     uv_unref((uv_handle_t *)&a->async);
     b->admin = a;
-    // The HTTP thread inherits a mask without SIGINT and SIGTERM: those are the loop's (see
-    // storage.c on why a helper thread must not take them).
-    sigset_t stop_signals;
-    sigset_t saved;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, &saved);
     a->daemon = MHD_start_daemon(
         flags, cfg->admin_port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned)SL_ADMIN_CONNECTIONS_MAX,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)SL_ADMIN_CONNECTION_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)SL_ADMIN_CONNECTION_MEMORY_BYTES,
         MHD_OPTION_END);
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (a->daemon == NULL) {
         snprintf(err, err_size, "admin: cannot serve HTTP on %s:%u (address in use?)",
                  cfg->admin_host, cfg->admin_port);

@@ -260,8 +260,8 @@ struct sl_broker {
     uv_tcp_t listener;
     uv_timer_t tick;
     uv_async_t storage_done;
-    uv_signal_t sigint;
-    uv_signal_t sigterm;
+    uv_poll_t signal_poll; // SIGINT and SIGTERM, read from signal_fd (see sl_broker_open)
+    int signal_fd;
     uint8_t *scratch; // deliveries are read here before encoding (loop thread only)
     size_t scratch_size;
     sl_budget *memory; // global memory budget

@@ -6,7 +6,6 @@
 // reserved from the topic budgets before they were queued (law 1): the lists cannot outgrow them.
 #include "broker/broker.h"
 
-#include <signal.h>
 #include <sys/uio.h>
 
 #include <sluice/batch.h>
@@ -97,14 +96,6 @@ static void *
 storage_main(void *arg)
 {
     sl_storage *s = arg;
-    // SIGINT and SIGTERM are the loop's (libuv handles them): a process signal delivered to this
-    // thread while it sleeps in pthread_cond_wait is deferred by ThreadSanitizer until the thread
-    // next synchronises, which an idle broker never does, so SIGTERM was lost (4 of 40 stops).
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     pthread_mutex_lock(&s->mutex);
     // Runs until sl_storage_stop; each pass handles one group.
     for (;;) {
