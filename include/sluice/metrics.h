@@ -201,7 +201,9 @@ SL_API SL_MUST_USE int sl_metrics_family_unregister(sl_metrics_registry *registr
 // source to read. Returns SL_OK with a series id (never reused), SL_ENOENT for an unknown family,
 // SL_EINVAL for a source that does not match the type or a label value that is too long or not
 // UTF-8, SL_EEXIST for label values already present, SL_EFULL when series_max series exist
-// (a bound, not a failure: the caller decides what to drop), SL_ENOMEM.
+// (a bound, not a failure: the caller decides what to drop), SL_ENOMEM, or SL_EBUSY in the
+// unlikely case that other threads kept growing the same family during the call (retry). Finding
+// a duplicate costs O(1) on average (the family keeps a hash index of its label values).
 SL_API SL_MUST_USE int sl_metrics_series_add(sl_metrics_registry *registry, uint64_t family_id,
                                              const char *const *label_values,
                                              const sl_metric_source *source,

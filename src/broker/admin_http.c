@@ -10,12 +10,15 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <sluice/error.h>
 
 #include "broker/broker.h"
+#include "broker/ops.h"
+#include "core/strbuf.h"
 #include "core/util.h"
 
 #define CONTENT_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
@@ -45,6 +48,10 @@ struct sl_admin {
     bool abandoned; // the waiter gave up while the loop rendered: the loop resets the slot
     bool closing;
     sl_admin_page page;
+    char arg_topic[SL_ADMIN_ARG_BYTES]; // query arguments of the request in the slot
+    char arg_group[SL_ADMIN_ARG_BYTES];
+    char arg_kind[SL_ADMIN_ARG_BYTES];
+    bool test_hooks; // set at open from SL_ADMIN_TEST_HOOKS_ENV
     // ---- owned by whoever the state names (the loop while RENDERING, the HTTP thread in DONE)
     char *buf;
     size_t buf_cap;
@@ -149,10 +156,57 @@ render_registry(sl_admin *a, sl_admin_page page)
     sl_metrics_registry_free(reg);
 }
 
+// Debug page for tests: breaks one invariant the way a bug would, so a test sees the resync.
+static void
+render_inject(sl_broker *b, const char *kind, sl_strbuf *sb)
+{
+    for (uint32_t k = 0; k < SL_RESYNC_KIND_COUNT; k++) {
+        if (strcmp(kind, sl_resync_kind_name((sl_resync_kind)k)) == 0) {
+            bool done = sl_invariants_inject(b, (sl_resync_kind)k);
+            sl__strbuf_puts(sb, done ? "{\"injected\":true}\n" : "{\"injected\":false}\n");
+            return;
+        }
+    }
+    sl__strbuf_puts(sb, "{\"injected\":false,\"error\":\"unknown kind\"}\n");
+}
+
+// Renders one JSON page into the buffer (two rounds: the first tells the size needed).
+static void
+render_json(sl_admin *a, sl_admin_page page)
+{
+    for (int round = 0; round < 2; round++) {
+        sl_strbuf sb;
+        sl__strbuf_init(&sb, a->buf, a->buf_cap);
+        int rc = SL_OK;
+        if (page == SL_ADMIN_PAGE_WHY) {
+            rc = sl_why_render(a->broker, a->arg_topic, a->arg_group, &sb);
+        } else if (page == SL_ADMIN_PAGE_DROPS) {
+            sl_drops_render(a->broker, a->arg_topic, &sb);
+        } else {
+            render_inject(a->broker, a->arg_kind, &sb);
+        }
+        if (sl__strbuf_fits(&sb)) {
+            a->buf_len = sb.needed_bytes;
+            a->http_status = rc == SL_ENOENT ? 404 : 200;
+            a->content_type = CONTENT_JSON;
+            return;
+        }
+        if (round == 1 || buf_grow(a, sb.needed_bytes + 1) != SL_OK) {
+            a->counters.too_large++;
+            set_text(a, 500, "response exceeds the admin response cap\n");
+            return;
+        }
+    }
+}
+
 static void
 render(sl_admin *a, sl_admin_page page)
 {
     a->counters.timeouts = atomic_load(&a->timeouts);
+    if (page == SL_ADMIN_PAGE_WHY || page == SL_ADMIN_PAGE_DROPS || page == SL_ADMIN_PAGE_INJECT) {
+        render_json(a, page);
+        return;
+    }
     if (page == SL_ADMIN_PAGE_HEALTHZ) {
         // Answered by the loop itself, so a 200 means the loop is turning.
         if (a->broker->stopping) {
@@ -231,6 +285,13 @@ reply_text(struct MHD_Connection *conn, unsigned status, const char *text)
 }
 
 // Hands the page to the loop and answers with what it rendered, or 503 after the timeout.
+static void
+copy_arg(struct MHD_Connection *conn, const char *key, char *out)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
+    snprintf(out, SL_ADMIN_ARG_BYTES, "%s", v != NULL ? v : "");
+}
+
 static enum MHD_Result
 serve_page(sl_admin *a, struct MHD_Connection *conn, sl_admin_page page)
 {
@@ -249,6 +310,9 @@ serve_page(sl_admin *a, struct MHD_Connection *conn, sl_admin_page page)
     }
     a->state = SLOT_QUEUED;
     a->page = page;
+    copy_arg(conn, "topic", a->arg_topic);
+    copy_arg(conn, "group", a->arg_group);
+    copy_arg(conn, "kind", a->arg_kind);
     pthread_mutex_unlock(&a->mutex);
     uv_async_send(&a->async);
 
@@ -301,7 +365,20 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     if (strcmp(url, "/healthz") == 0) {
         return serve_page(a, conn, SL_ADMIN_PAGE_HEALTHZ);
     }
-    return reply_text(conn, 404, "not found: try /metrics, /stats or /healthz\n");
+    if (strcmp(url, "/why") == 0) {
+        if (MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "topic") == NULL) {
+            return reply_text(conn, 400, "usage: /why?topic=NAME[&group=NAME]\n");
+        }
+        return serve_page(a, conn, SL_ADMIN_PAGE_WHY);
+    }
+    if (strcmp(url, "/drops") == 0) {
+        return serve_page(a, conn, SL_ADMIN_PAGE_DROPS);
+    }
+    if (strcmp(url, "/debug/inject") == 0 && a->test_hooks) {
+        return serve_page(a, conn, SL_ADMIN_PAGE_INJECT);
+    }
+    return reply_text(conn, 404,
+                      "not found: try /metrics, /stats, /healthz, /why?topic=T or /drops\n");
 }
 
 // ---- lifecycle ----------------------------------------------------------------------------------
@@ -345,6 +422,8 @@ sl_admin_open(sl_broker *b, char *err, size_t err_size)
         return SL_ENOMEM;
     }
     a->broker = b;
+    const char *hooks = getenv(SL_ADMIN_TEST_HOOKS_ENV);
+    a->test_hooks = hooks != NULL && strcmp(hooks, "1") == 0;
     a->buf = sl_alloc(SL_ADMIN_RESPONSE_BYTES_INITIAL);
     a->buf_cap = SL_ADMIN_RESPONSE_BYTES_INITIAL;
     a->values = sl_alloc(SL_ADMIN_SERIES_MAX * sizeof(double));

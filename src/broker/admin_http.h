@@ -33,7 +33,15 @@ typedef enum sl_admin_page {
     SL_ADMIN_PAGE_METRICS = 1,
     SL_ADMIN_PAGE_STATS = 2,
     SL_ADMIN_PAGE_HEALTHZ = 3,
+    SL_ADMIN_PAGE_WHY = 4,    // /why?topic=T[&group=G] (why.c)
+    SL_ADMIN_PAGE_DROPS = 5,  // /drops[?topic=T] (drops.c)
+    SL_ADMIN_PAGE_INJECT = 6, // /debug/inject?kind=K, only with SLUICED_TEST_HOOKS=1 (tests)
 } sl_admin_page;
+
+// Longest query argument kept (a topic name, a group name, a resync kind).
+#define SL_ADMIN_ARG_BYTES 256u
+// The environment variable that enables /debug/inject (tests break an invariant through it).
+#define SL_ADMIN_TEST_HOOKS_ENV "SLUICED_TEST_HOOKS"
 
 // Starts the endpoint when config.admin_enabled (otherwise does nothing and returns SL_OK).
 // Called on the loop thread after b->loop exists. Returns SL_OK, or SL_EIO with a message when the

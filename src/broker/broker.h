@@ -77,6 +77,7 @@ typedef struct sl_pending_ack {
     uint8_t acks;
     uint64_t base_offset;
     uint64_t last_offset;
+    int64_t queued_ns; // when it was held back (sl_now_ns), for the oldest-held age
 } sl_pending_ack;
 
 // ACKs one stream may hold back; when full, the oldest goes out early.
@@ -131,6 +132,7 @@ struct sl_topic {
     bool deleted;            // deleted while referenced: freed when refs reach 0
     sl_rate drain_bytes;     // delivered bytes/s over all partitions
     sl_rate acked_bytes;     // bytes/s the slowest consumers acknowledge (commit), all partitions
+    uint64_t inflight_charged; // memory-budget bytes held by requests at the storage thread
     sl_topic_stats stats;
     sl_topic *next; // registry list
 };
@@ -167,7 +169,8 @@ struct sl_stream {
     uint64_t demand_records; // outstanding REQUEST records (saturating)
     uint64_t demand_bytes;
     uint64_t delivered_records;
-    bool waiting_data;    // parked until the partition grows
+    uint64_t requested_records; // cumulative REQUEST records (saturating): demand's source
+    bool waiting_data;          // parked until the partition grows
     uint8_t stall_reason; // sl_stall_reason: why the last delivery attempt stopped
     // Group streams (group.c; NULL/0 otherwise): the member that owns the partition and the
     // group's state of it. Unacked records are position - committed.
@@ -236,6 +239,7 @@ typedef struct sl_store_req {
     uint64_t base_offset; // first record's offset
     uint64_t end_offset;  // one past the last record
     uint64_t charged;     // bytes reserved on the topic budget for this request
+    int64_t submitted_ns; // when the loop queued it (sl_now_ns), for the queue's oldest age
     size_t batch_count;
     size_t size;    // bytes of data
     uint8_t data[]; // the batches back to back
@@ -278,8 +282,8 @@ struct sl_broker {
     uv_tcp_t listener;
     uv_timer_t tick;
     uv_async_t storage_done;
-    uv_signal_t sigint;
-    uv_signal_t sigterm;
+    uv_poll_t signal_poll; // SIGINT and SIGTERM, read from signal_fd (see sl_broker_open)
+    int signal_fd;
     uint8_t *scratch; // deliveries are read here before encoding (loop thread only)
     size_t scratch_size;
     sl_budget *memory; // global memory budget
@@ -299,6 +303,7 @@ struct sl_broker {
     sl_broker_stats stats;
     sl_admin *admin;   // NULL when the admin endpoint is off
     sl_groups *groups; // consumer groups (group.c)
+    struct sl_ops *ops; // ops.h: drop ledger, invariants, histograms (NULL before open)
 };
 
 // ---- server.c
@@ -378,6 +383,10 @@ sl_producer_slot *sl_partition_producer(sl_partition *p, uint64_t producer_id, b
 // ---- storage.c
 int sl_storage_start(sl_storage *s, sl_fsync_policy policy, uv_async_t *wake_loop);
 void sl_storage_submit(sl_storage *s, sl_store_req *r);
+// Age basis of the oldest request waiting for the storage thread: its submitted_ns, or 0 when
+// none waits; *queued_out gets how many wait (counted up to SL_STORAGE_QUEUE_COUNT_MAX).
+#define SL_STORAGE_QUEUE_COUNT_MAX 100000u
+int64_t sl_storage_oldest_queued_ns(sl_storage *s, uint64_t *queued_out);
 // Takes every completed request (FIFO list) off the storage thread's queue.
 sl_store_req *sl_storage_take_done(sl_storage *s);
 // Joins the thread once it has appended everything queued; completions stay to be taken.

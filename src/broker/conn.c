@@ -613,6 +613,7 @@ conn_dispatch(sl_conn *c, const sl_frame *f)
             break;
         }
         s->demand_records = sl_proto_demand_add(s->demand_records, f->u.request.records);
+        s->requested_records = sl_proto_demand_add(s->requested_records, f->u.request.records);
         s->demand_bytes = sl_proto_demand_add(s->demand_bytes, f->u.request.bytes);
         sl_flow_deliver(s);
         break;

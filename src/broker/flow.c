@@ -14,6 +14,7 @@
 #include <sluice/error.h>
 
 #include "broker/group.h"
+#include "broker/ops.h"
 #include "core/util.h"
 
 // Credit is topped up only when less than this fraction of the target window is outstanding, so a
@@ -128,12 +129,14 @@ queue_ack(sl_stream *s, const sl_pending_ack *a, int64_t now)
     }
     uint32_t slot = (s->pending_ack_head + s->pending_ack_count) % SL_BROKER_PENDING_ACKS;
     s->pending_acks[slot] = *a;
+    s->pending_acks[slot].queued_ns = now;
     s->pending_ack_count++;
     if (hold) {
         if (s->pending_ack_count == 1) {
             s->ack_hold_until_ns = now + s->decision.ack_delay_ms * 1000000;
         }
         s->topic->stats.acks_delayed++;
+        sl_ops_ack_delayed(s, SL_MAX(s->ack_hold_until_ns - now, (int64_t)0));
         return;
     }
     flush_acks(s, now, true);
@@ -404,9 +407,11 @@ sl_flow_produce_frame(sl_stream *s, const sl_frame *f)
     r->record_count = seq - keep_seq;
     r->acks = pr->acks;
     r->charged = frame_bytes + extra;
+    t->inflight_charged += r->charged;
     s->received_total += frame_bytes;
     s->credit_reserved -= frame_bytes;
     s->last_frame_ns = sl_now_ns();
+    r->submitted_ns = s->last_frame_ns;
     s->frame_max_seen = SL_MAX(s->frame_max_seen, frame_bytes);
     s->next_seq = seq;
     s->acks = pr->acks;
@@ -441,6 +446,7 @@ sl_flow_store_done(sl_broker *b, sl_store_req *r)
     sl_topic *t = p->topic;
     int64_t now = sl_now_ns();
     sl_budget_release(t->memory, r->charged, 0);
+    t->inflight_charged -= r->charged;
     if (r->status == SL_OK) {
         p->end_offset = SL_MAX(p->end_offset, r->end_offset);
         if (r->flushed) {
@@ -689,6 +695,7 @@ sl_flow_deliver(sl_stream *s)
                           " skipped %" PRIu64 " records dropped by the drop_oldest policy "
                           "(offsets %" PRIu64 "..%" PRIu64 ")",
                           s->topic->name, p->index, s->id, lost, s->position, start - 1);
+            sl_drops_record(b, p, SL_DROP_EVICTED, s->position, start);
             s->position = start;
             continue;
         }
@@ -700,6 +707,7 @@ sl_flow_deliver(sl_stream *s)
                                    : "the batch at offset %" PRIu64 " is larger than a frame",
                                s->position);
             s->demand_records = 0;
+            s->requested_records = s->delivered_records;
             return;
         }
         if (rc != SL_OK || len == 0) {
@@ -737,6 +745,7 @@ sl_flow_deliver(sl_stream *s)
             sl_group_delivered(s, s->position, end, redeliveries);
         }
         uint64_t records = end - s->position;
+        sl_ops_delivered(s, b->scratch, used, s->position, end);
         s->demand_records -= records;
         s->demand_bytes -= SL_MIN(s->demand_bytes, (uint64_t)sent);
         s->delivered_records += records;

@@ -7,12 +7,16 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+#include <sluice/batch.h>
 
 #include <sluice/error.h>
 
 #include "broker/admin_http.h"
 #include "broker/broker.h"
 #include "broker/group.h"
+#include "broker/ops.h"
 #include "core/util.h"
 
 typedef enum fam {
@@ -92,6 +96,27 @@ typedef enum fam {
     F_GROUP_LAG_RECORDS,
     F_GROUP_UNACKED,
     F_GROUP_STALLED,
+    // Operator families (ops.h): resyncs, histograms, predictions, demand, ages.
+    F_CREDIT_RESYNCS,
+    F_DROPS_RECORDED,
+    F_DROPS_OVERWRITTEN,
+    F_TOPIC_ACK_DELAY,
+    F_TOPIC_LATENCY,
+    F_TOPIC_IN_RECORDS_RATE,
+    F_TOPIC_OUT_RECORDS_RATE,
+    F_TOPIC_DRAIN_SECONDS,
+    F_TOPIC_CONSUMERS_RECOMMENDED,
+    F_TOPIC_PER_CONSUMER_RATE,
+    F_BUDGET_FULL_IN,
+    F_PART_OUT_RECORDS_RATE,
+    F_PART_OLDEST_AGE,
+    F_PRODUCER_LEVEL,
+    F_CONSUMER_DEMAND,
+    F_CONSUMER_DEMAND_BYTES,
+    F_CONSUMER_REQUESTED,
+    F_PRODUCER_ACKS_OLDEST,
+    F_STORAGE_QUEUED,
+    F_STORAGE_QUEUE_AGE,
     F_COUNT
 } fam;
 
@@ -105,9 +130,11 @@ static const char *const L_STREAM[] = {"conn", "stream", "topic", "partition"};
 static const char *const L_GROUP[] = {"group", "topic"};
 static const char *const L_GROUP_PART[] = {"group", "topic", "partition"};
 static const char *const L_GROUP_STALL[] = {"group", "topic", "partition", "reason"};
+static const char *const L_KIND[] = {"kind"};
 
 #define C      SL_METRIC_COUNTER
 #define G      SL_METRIC_GAUGE
+#define S      SL_METRIC_SUMMARY
 #define LBL(a) a, SL_ARRAY_LEN(a)
 #define NOLBL  NULL, 0
 
@@ -284,10 +311,67 @@ static const fam_desc FAMS[F_COUNT] = {
     [F_GROUP_STALLED] = {"sluice_group_partition_stalled",
                          "1 while the owner's stream gets no records, with the reason", G,
                          LBL(L_GROUP_STALL)},
+    [F_CREDIT_RESYNCS] = {"sluice_credit_resyncs_total",
+                          "credit accounting found inconsistent and recomputed, by kind", C,
+                          LBL(L_KIND)},
+    [F_DROPS_RECORDED] = {"sluice_drops_ledger_records_total",
+                          "dropped records entered in the drop ledger (see /drops)", C, NOLBL},
+    [F_DROPS_OVERWRITTEN] = {"sluice_drops_ledger_overwritten_total",
+                             "drop ledger entries overwritten by newer ones (ring bound)", C,
+                             NOLBL},
+    [F_TOPIC_ACK_DELAY] = {"sluice_topic_ack_delay_seconds",
+                           "how long delayed ACKs were held back (escalation step 2)", S,
+                           LBL(L_TOPIC)},
+    [F_TOPIC_LATENCY] = {"sluice_topic_end_to_end_latency_seconds",
+                         "producer record timestamp to delivery to a consumer", S, LBL(L_TOPIC)},
+    [F_TOPIC_IN_RECORDS_RATE] = {"sluice_topic_in_records_per_second",
+                                 "smoothed append rate over all partitions", G, LBL(L_TOPIC)},
+    [F_TOPIC_OUT_RECORDS_RATE] = {"sluice_topic_out_records_per_second",
+                                  "smoothed delivery rate over all partitions (estimate)", G,
+                                  LBL(L_TOPIC)},
+    [F_TOPIC_DRAIN_SECONDS] = {"sluice_topic_drain_seconds",
+                               "time to consume the backlog at the current in and out rates "
+                               "(+Inf: not shrinking)",
+                               G, LBL(L_TOPIC)},
+    [F_TOPIC_CONSUMERS_RECOMMENDED] = {"sluice_topic_consumers_recommended",
+                                       "consumer streams needed to keep up: ceil(in rate / "
+                                       "per-consumer delivery rate)",
+                                       G, LBL(L_TOPIC)},
+    [F_TOPIC_PER_CONSUMER_RATE] = {"sluice_topic_per_consumer_records_per_second",
+                                   "measured delivery rate of one consumer stream (average)", G,
+                                   LBL(L_TOPIC)},
+    [F_BUDGET_FULL_IN] = {"sluice_budget_full_in_seconds",
+                          "time until a topic budget is full at the current rates (+Inf: not "
+                          "filling, 0: full)",
+                          G, LBL(L_BUDGET)},
+    [F_PART_OUT_RECORDS_RATE] = {"sluice_partition_out_records_per_second",
+                                 "smoothed delivery rate in records (estimate)", G, LBL(L_PART)},
+    [F_PART_OLDEST_AGE] = {"sluice_partition_oldest_unconsumed_age_seconds",
+                           "age of the oldest record the slowest consumer has not been sent", G,
+                           LBL(L_PART)},
+    [F_PRODUCER_LEVEL] = {"sluice_producer_admission_level",
+                          "0 grant, 1 credit shrunk, 2 acks delayed, 3 throttled", G,
+                          LBL(L_STREAM)},
+    [F_CONSUMER_DEMAND] = {"sluice_consumer_demand_records",
+                           "records requested and not yet delivered (consumer credit)", G,
+                           LBL(L_STREAM)},
+    [F_CONSUMER_DEMAND_BYTES] = {"sluice_consumer_demand_bytes",
+                                 "bytes requested and not yet delivered", G, LBL(L_STREAM)},
+    [F_CONSUMER_REQUESTED] = {"sluice_consumer_requested_records_total",
+                              "records requested by a consumer stream (REQUEST)", C, LBL(L_STREAM)},
+    [F_PRODUCER_ACKS_OLDEST] = {"sluice_producer_acks_held_oldest_age_seconds",
+                                "age of the oldest ACK held back on one stream (0: none)", G,
+                                LBL(L_STREAM)},
+    [F_STORAGE_QUEUED] = {"sluice_storage_queued_requests",
+                          "produce requests waiting for the storage thread", G, NOLBL},
+    [F_STORAGE_QUEUE_AGE] = {"sluice_storage_queue_oldest_age_seconds",
+                             "age of the oldest request waiting for the storage thread (0: none)",
+                             G, NOLBL},
 };
 
 #undef C
 #undef G
+#undef S
 #undef LBL
 #undef NOLBL
 
@@ -333,6 +417,23 @@ put(builder *k, fam f, const char *const *labels, double value)
     }
 }
 
+// Adds one summary series over a histogram that outlives the scrape (ops.c owns it).
+static void
+put_hist(builder *k, fam f, const char *const *labels, sl_histogram *h)
+{
+    if (k->err != SL_OK || h == NULL) {
+        return;
+    }
+    sl_metric_source src = {.histogram = h};
+    uint64_t id = 0;
+    int rc = sl_metrics_series_add(k->reg, k->ids[f], labels, &src, &id);
+    if (rc == SL_ENOMEM) {
+        k->err = rc;
+    } else if (rc != SL_OK) {
+        k->dropped++;
+    }
+}
+
 static void
 put_budget(builder *k, const char *scope, const char *owner, const char *budget,
            const sl_budget_stats *st)
@@ -373,6 +474,17 @@ put_broker(builder *k, sl_broker *b, const sl_admin_counters *ac)
     put(k, F_ADMIN_TIMEOUTS, NULL, (double)ac->timeouts);
     put(k, F_ADMIN_TOO_LARGE, NULL, (double)ac->too_large);
     put(k, F_ADMIN_SERIES_DROPPED, NULL, (double)ac->series_dropped);
+    for (uint32_t i = 0; i < SL_RESYNC_KIND_COUNT; i++) {
+        const char *kind[] = {sl_resync_kind_name((sl_resync_kind)i)};
+        put(k, F_CREDIT_RESYNCS, kind, (double)sl_invariants_resyncs(b, (sl_resync_kind)i));
+    }
+    put(k, F_DROPS_RECORDED, NULL, (double)sl_drops_total(b));
+    uint64_t queued = 0;
+    int64_t oldest = sl_storage_oldest_queued_ns(&b->storage, &queued);
+    int64_t now = sl_now_ns();
+    put(k, F_STORAGE_QUEUED, NULL, (double)queued);
+    put(k, F_STORAGE_QUEUE_AGE, NULL, oldest != 0 ? (double)(now - oldest) * 1e-9 : 0.0);
+    put(k, F_DROPS_OVERWRITTEN, NULL, b->ops != NULL ? (double)b->ops->ledger_overwritten : 0.0);
 }
 
 // Average stored record size of a partition (128 before anything was appended, as topic.c).
@@ -383,6 +495,28 @@ record_bytes(const sl_partition *p)
         return 128.0;
     }
     return SL_MAX(1.0, (double)p->stored_bytes_total / (double)p->stored_records_total);
+}
+
+// Age of the oldest record not yet sent to the slowest consumer: the producer timestamp of the
+// batch at the low position, read from the log (the page cache, usually) only when there is a
+// backlog. 0 without one.
+static double
+oldest_age_s(sl_broker *b, sl_partition *p)
+{
+    if (p->end_offset <= p->low_position) {
+        return 0.0;
+    }
+    size_t len = 0;
+    int rc = sl_log_read(p->log, p->low_position, SL_BATCH_HEADER_BYTES, b->scratch,
+                         b->scratch_size, &len);
+    sl_batch_header h;
+    if (rc != SL_OK || len == 0 || sl_batch_header_decode(b->scratch, len, &h) != SL_OK) {
+        return 0.0;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now_s = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return SL_MAX(0.0, now_s - (double)h.first_timestamp_us * 1e-6);
 }
 
 static void
@@ -402,6 +536,31 @@ put_partition(builder *k, sl_topic *t, sl_partition *p)
     uint64_t lag = p->end_offset > p->low_position ? p->end_offset - p->low_position : 0;
     put(k, F_PART_LAG_RECORDS, l, (double)lag);
     put(k, F_PART_BACKLOG, l, (double)sl_partition_backlog_bytes(p));
+    put(k, F_PART_OUT_RECORDS_RATE, l, p->out_bytes.per_s / record_bytes(p));
+    put(k, F_PART_OLDEST_AGE, l, oldest_age_s(t->broker, p));
+}
+
+// Histograms and predictions of a topic (ops.c), budgets' time until full included.
+static void
+put_topic_ops(builder *k, sl_topic *t)
+{
+    const char *l[] = {t->name};
+    sl_broker *b = t->broker;
+    put_hist(k, F_TOPIC_ACK_DELAY, l, sl_ops_ack_delay_histogram(b, t));
+    put_hist(k, F_TOPIC_LATENCY, l, sl_ops_latency_histogram(b, t));
+    sl_ops_predict pr;
+    sl_ops_predict_topic(b, t, &pr);
+    put(k, F_TOPIC_IN_RECORDS_RATE, l, pr.in_records_per_s);
+    put(k, F_TOPIC_OUT_RECORDS_RATE, l, pr.out_records_per_s);
+    put(k, F_TOPIC_DRAIN_SECONDS, l, pr.drain_seconds);
+    put(k, F_TOPIC_CONSUMERS_RECOMMENDED, l, (double)pr.consumers_recommended);
+    put(k, F_TOPIC_PER_CONSUMER_RATE, l, pr.per_consumer_records_per_s);
+    const char *mem[] = {"topic", t->name, "memory"};
+    const char *disk[] = {"topic", t->name, "disk"};
+    const char *bl[] = {"topic", t->name, "backlog"};
+    put(k, F_BUDGET_FULL_IN, mem, pr.memory_full_seconds);
+    put(k, F_BUDGET_FULL_IN, disk, pr.disk_full_seconds);
+    put(k, F_BUDGET_FULL_IN, bl, pr.backlog_full_seconds);
 }
 
 static void
@@ -465,6 +624,7 @@ put_topic(builder *k, sl_topic *t, const uint64_t *credit_outstanding, const uin
                           .peak_bytes = backlog,
                           .fill_ratio = cap > 0 ? (double)backlog / (double)cap : 0.0};
     put_budget(k, "topic", t->name, "backlog", &bl);
+    put_topic_ops(k, t);
     for (uint32_t i = 0; i < t->config.partition_count; i++) {
         put_partition(k, t, &t->partitions[i]);
     }
@@ -486,6 +646,12 @@ put_stream(builder *k, const char *conn_id, sl_stream *s)
         put(k, F_PRODUCER_RECEIVED, l, (double)s->received_total);
         put(k, F_PRODUCER_IN_RATE, l, s->accepted_bytes.per_s);
         put(k, F_PRODUCER_ACKS_HELD, l, (double)s->pending_ack_count);
+        put(k, F_PRODUCER_LEVEL, l, (double)s->decision.level);
+        double held_s = 0.0;
+        if (s->pending_ack_count > 0) {
+            held_s = (double)(sl_now_ns() - s->pending_acks[s->pending_ack_head].queued_ns) * 1e-9;
+        }
+        put(k, F_PRODUCER_ACKS_OLDEST, l, held_s);
     } else if (s->kind == SL_STREAM_CONSUME && s->part != NULL) {
         sl_partition *p = s->part;
         uint64_t lag = p->end_offset > s->position ? p->end_offset - s->position : 0;
@@ -499,6 +665,9 @@ put_stream(builder *k, const char *conn_id, sl_stream *s)
         put(k, F_CONSUMER_DELIVERED, l, (double)s->delivered_records);
         put(k, F_CONSUMER_POSITION, l, (double)s->position);
         put(k, F_CONSUMER_COMMITTED, l, (double)s->committed);
+        put(k, F_CONSUMER_DEMAND, l, (double)s->demand_records);
+        put(k, F_CONSUMER_DEMAND_BYTES, l, (double)s->demand_bytes);
+        put(k, F_CONSUMER_REQUESTED, l, (double)s->requested_records);
     }
 }
 
@@ -605,7 +774,9 @@ sl_broker_metrics_build(sl_broker *b, const sl_admin_counters *counters, double 
                                    .help = FAMS[f].help,
                                    .type = FAMS[f].type,
                                    .label_names = FAMS[f].labels,
-                                   .label_count = FAMS[f].label_count};
+                                   .label_count = FAMS[f].label_count,
+                                   // Histograms record nanoseconds and expose seconds.
+                                   .scale = FAMS[f].type == SL_METRIC_SUMMARY ? 1e-9 : 0.0};
         err = sl_metrics_family_register(k.reg, &d, &k.ids[f]);
         // A refused name is a bug in the table above, not bad input.
         SL_ASSERT(err == SL_OK || err == SL_ENOMEM);

@@ -191,6 +191,25 @@ sl_storage_submit(sl_storage *s, sl_store_req *r)
     pthread_mutex_unlock(&s->mutex);
 }
 
+int64_t
+sl_storage_oldest_queued_ns(sl_storage *s, uint64_t *queued_out)
+{
+    *queued_out = 0;
+    if (!s->initialized) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->mutex);
+    int64_t oldest = s->in_head != NULL ? s->in_head->submitted_ns : 0;
+    uint64_t n = 0;
+    // Bounded by SL_STORAGE_QUEUE_COUNT_MAX (the queue itself by the memory budget).
+    for (sl_store_req *r = s->in_head; r != NULL && n < SL_STORAGE_QUEUE_COUNT_MAX; r = r->next) {
+        n++;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    *queued_out = n;
+    return oldest;
+}
+
 sl_store_req *
 sl_storage_take_done(sl_storage *s)
 {

@@ -9,6 +9,7 @@
 
 #include <sluice/error.h>
 
+#include "cli/ops.h"
 #include "core/parse.h"
 
 volatile sig_atomic_t sl_cli_interrupted;
@@ -23,9 +24,14 @@ static const cli_command commands[] = {
     {"topic", sl_cli_topic, "create, list, delete or describe topics"},
     {"produce", sl_cli_produce, "send lines from stdin, or a generated load, to a topic"},
     {"consume", sl_cli_consume, "print a topic's records to stdout"},
-    {"stats", sl_cli_stats, "print broker or topic statistics"},
+    {"stats", sl_cli_stats, "print a readable summary of the broker (or --raw statistics)"},
     {"group", sl_cli_group, "list consumer groups, or describe one: members, offsets, lag"},
     {"pipe", sl_cli_pipe, "run a stream-processing pipeline described by a file"},
+    // Operator commands over the admin endpoint (cli/ops.h).
+    {"why", sl_cli_why, "name the hop that holds a topic's flow, and why"},
+    {"drops", sl_cli_drops, "list the records lossy topics dropped"},
+    {"top", sl_cli_top, "the stats summary, refreshed every second"},
+    {"demo", sl_cli_demo, "overload a demo topic and show that backpressure loses nothing"},
 };
 
 static void

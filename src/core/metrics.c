@@ -11,6 +11,11 @@
 #include "core/strbuf.h"
 #include "core/util.h"
 
+// Rounds series_add takes to link a series whose family's index must grow meanwhile (each round
+// allocates the bigger index outside the lock); only concurrent adders to one family need more
+// than two.
+#define SL_METRICS_LINK_ROUNDS 8
+
 static void
 registry_check(const sl_metrics_registry *r)
 {
@@ -81,6 +86,7 @@ family_free(sl__metric_family *family)
         s = next;
     }
     SL_ASSERT(s == NULL);
+    sl_free(family->buckets, family->bucket_count * sizeof(*family->buckets));
     sl_free(family, sizeof(*family));
 }
 
@@ -379,23 +385,96 @@ series_labels_equal(const sl__metric_series *s, const sl__metric_series *t, uint
     return true;
 }
 
+// FNV-1a over the label values, each followed by a byte no UTF-8 text holds (0xff), so
+// ("ab", "c") and ("a", "bc") differ.
+static uint64_t
+label_hash(const char *const *values, uint32_t count)
+{
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (uint32_t i = 0; i < count; i++) {
+        for (const unsigned char *c = (const unsigned char *)values[i]; *c != '\0'; c++) {
+            h = (h ^ *c) * UINT64_C(1099511628211);
+        }
+        h = (h ^ 0xffu) * UINT64_C(1099511628211);
+    }
+    return h;
+}
+
 static bool
 family_has_labels(const sl__metric_family *f, const sl__metric_series *candidate)
 {
-    const sl__metric_series *s = f->head;
-    for (uint32_t i = 0; i < f->series_count; i++) {
-        if (series_labels_equal(s, candidate, f->label_count)) {
+    if (f->bucket_count == 0) {
+        return false;
+    }
+    const sl__metric_series *s = f->buckets[candidate->label_hash & (f->bucket_count - 1)];
+    // Bounded by the family's series: each is in exactly one chain.
+    for (; s != NULL; s = s->hash_next) {
+        if (s->label_hash == candidate->label_hash &&
+            series_labels_equal(s, candidate, f->label_count)) {
             return true;
         }
-        s = s->next;
     }
     return false;
 }
 
-// Links a prepared series into its family, or says why not. Called with the mutex held.
-static int
-series_link(sl_metrics_registry *r, uint64_t family_id, sl__metric_series *s)
+static void
+bucket_insert(sl__metric_family *f, sl__metric_series *s)
 {
+    sl__metric_series **head = &f->buckets[s->label_hash & (f->bucket_count - 1)];
+    s->hash_next = *head;
+    *head = s;
+}
+
+static void
+bucket_remove(sl__metric_family *f, sl__metric_series *s)
+{
+    sl__metric_series **link = &f->buckets[s->label_hash & (f->bucket_count - 1)];
+    // Bounded by the chain's length.
+    while (*link != NULL && *link != s) {
+        link = &(*link)->hash_next;
+    }
+    SL_ASSERT(*link == s);
+    *link = s->hash_next;
+}
+
+// The bucket count a family needs to take one more series: doubled from 16 while the series
+// would outnumber the buckets (load factor <= 1), bounded by the registry's series_max.
+static uint32_t
+buckets_wanted(const sl__metric_family *f)
+{
+    if (f->bucket_count != 0 && f->series_count < f->bucket_count) {
+        return f->bucket_count;
+    }
+    return f->bucket_count == 0 ? 16u : f->bucket_count * 2;
+}
+
+// Moves the family's index to buckets (count entries, zeroed, a power of two); the old array is
+// returned through old_out (with its size) to be freed outside the lock.
+static void
+buckets_replace(sl__metric_family *f, sl__metric_series **buckets, uint32_t count,
+                sl__metric_series ***old_out, uint32_t *old_count_out)
+{
+    *old_out = f->buckets;
+    *old_count_out = f->bucket_count;
+    f->buckets = buckets;
+    f->bucket_count = count;
+    sl__metric_series *s = f->head;
+    for (uint32_t i = 0; i < f->series_count; i++) {
+        bucket_insert(f, s);
+        s = s->next;
+    }
+}
+
+// Links a prepared series into its family, or says why not. Called with the mutex held. spare is
+// a zeroed bucket array of spare_count entries allocated outside the lock (or NULL): it replaces
+// the family's index when that is full; *unused_out returns whichever array is left to free.
+static int
+series_link(sl_metrics_registry *r, uint64_t family_id, sl__metric_series *s,
+            sl__metric_series **spare, uint32_t spare_count, sl__metric_series ***unused_out,
+            uint32_t *unused_count_out)
+{
+    *unused_out = spare;
+    *unused_count_out = spare_count;
     uint32_t index = 0;
     if (family_find_index(r, family_id, &index) != SL_OK) {
         return SL_ENOENT;
@@ -410,6 +489,13 @@ series_link(sl_metrics_registry *r, uint64_t family_id, sl__metric_series *s)
     if (r->series_count == r->series_max) {
         return SL_EFULL;
     }
+    uint32_t wanted = buckets_wanted(f);
+    if (wanted != f->bucket_count) {
+        if (spare == NULL || spare_count != wanted) {
+            return SL_EAGAIN; // the caller allocates the size wanted and tries again
+        }
+        buckets_replace(f, spare, spare_count, unused_out, unused_count_out);
+    }
     s->id = r->next_id++;
     if (f->tail == NULL) {
         f->head = s;
@@ -417,6 +503,7 @@ series_link(sl_metrics_registry *r, uint64_t family_id, sl__metric_series *s)
         f->tail->next = s;
     }
     f->tail = s;
+    bucket_insert(f, s);
     f->series_count++;
     r->series_count++;
     return SL_OK;
@@ -448,17 +535,40 @@ sl_metrics_series_add(sl_metrics_registry *registry, uint64_t family_id,
     if (s == NULL) {
         return SL_ENOMEM;
     }
-    pthread_mutex_lock(&registry->mutex);
-    err = series_link(registry, family_id, s);
-    if (err == SL_OK) {
-        *series_id_out = s->id;
+    s->label_hash = label_hash(label_values, label_count);
+    // The index grows by doubling; its array is allocated outside the lock (so scrapes never wait
+    // on the allocator), which takes a second round when the family filled up meanwhile. Two
+    // rounds are enough unless other threads keep adding to the same family: bounded anyway.
+    sl__metric_series **spare = NULL;
+    uint32_t spare_count = 0;
+    err = SL_EAGAIN;
+    for (int round = 0; round < SL_METRICS_LINK_ROUNDS && err == SL_EAGAIN; round++) {
+        sl__metric_series **unused = NULL;
+        uint32_t unused_count = 0;
+        uint32_t wanted = 0;
+        pthread_mutex_lock(&registry->mutex);
+        err = series_link(registry, family_id, s, spare, spare_count, &unused, &unused_count);
+        if (err == SL_OK) {
+            *series_id_out = s->id;
+        } else if (err == SL_EAGAIN && family_find_index(registry, family_id, &index) == SL_OK) {
+            wanted = buckets_wanted(registry->families[index]);
+        }
+        registry_check(registry);
+        pthread_mutex_unlock(&registry->mutex);
+        sl_free(unused, unused_count * sizeof(*unused));
+        spare = NULL;
+        spare_count = 0;
+        if (err == SL_EAGAIN) {
+            spare = sl_calloc(wanted, sizeof(*spare));
+            spare_count = spare != NULL ? wanted : 0;
+            err = spare != NULL ? SL_EAGAIN : SL_ENOMEM;
+        }
     }
-    registry_check(registry);
-    pthread_mutex_unlock(&registry->mutex);
+    sl_free(spare, spare_count * sizeof(*spare));
     if (err != SL_OK) {
         sl_free(s, s->alloc_bytes);
     }
-    return err;
+    return err == SL_EAGAIN ? SL_EBUSY : err;
 }
 
 // Unlinks the series with this id from whichever family holds it; NULL when none does.
@@ -479,6 +589,7 @@ series_unlink(sl_metrics_registry *r, uint64_t series_id)
                 if (f->tail == s) {
                     f->tail = prev;
                 }
+                bucket_remove(f, s);
                 f->series_count--;
                 r->series_count--;
                 return s;

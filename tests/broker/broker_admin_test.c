@@ -1,7 +1,10 @@
 // sluiced's admin HTTP endpoint through a real process: /metrics parses as Prometheus text and
 // holds the values of what was produced and consumed over the wire, /stats is JSON, /healthz is
 // ok, unknown paths are 404, and huge, malformed or idle requests neither crash nor grow it.
-// ctest-labels: admin
+// Under ThreadSanitizer (label concurrent) the HTTP work of one test can outlast the wire peers'
+// heartbeat (3 x 5 s of silence): the test pings them between steps, and a failed connect prints
+// the broker's log, so a dead broker says why.
+// ctest-labels: admin concurrent
 // ctest-timeout: 120
 #include "support/test_util.h"
 
@@ -33,7 +36,12 @@
 #define IDLE_CONNECTIONS    40u
 #define CONNECT_ATTEMPTS    50
 
+// Bytes of the broker's log printed when the admin port cannot be reached.
+#define BROKER_LOG_TAIL_BYTES 4096
+
 static uint8_t frame_buf[256 * 1024];
+// The broker of the running test, for its log when a connect fails.
+static const char *broker_log_path;
 static uint8_t batch_buf[128 * 1024];
 
 typedef struct http_response {
@@ -44,6 +52,24 @@ typedef struct http_response {
     char *raw;
     size_t raw_len;
 } http_response;
+
+static void
+print_broker_log(void)
+{
+    FILE *f = broker_log_path != NULL ? fopen(broker_log_path, "r") : NULL;
+    if (f == NULL) {
+        return;
+    }
+    static char tail[BROKER_LOG_TAIL_BYTES + 1];
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        fseek(f, size > BROKER_LOG_TAIL_BYTES ? size - BROKER_LOG_TAIL_BYTES : 0, SEEK_SET);
+    }
+    size_t n = fread(tail, 1, BROKER_LOG_TAIL_BYTES, f);
+    tail[n] = '\0';
+    fclose(f);
+    print_error("broker log (last %zu bytes):\n%s\n", n, tail);
+}
 
 static int
 tcp_connect(uint16_t port)
@@ -62,6 +88,7 @@ tcp_connect(uint16_t port)
         close(fd);
         usleep(100 * 1000);
     }
+    print_broker_log();
     fail_msg("connect to the admin port %u: %s", port, strerror(err));
     return -1;
 }
@@ -326,12 +353,22 @@ consume(sl_test_wire *w, const char *topic, uint32_t partition, uint32_t count)
     assert_int_equal(next, count);
 }
 
+// Keeps the idle wire peers alive: a PING is a frame, so the broker's heartbeat check (3 silent
+// intervals) does not disconnect them while a slow (sanitized) test does HTTP work.
+static void
+keep_alive(fixture *fx)
+{
+    assert_int_equal(sl_test_wire_ping(&fx->prod, 5000), 0);
+    assert_int_equal(sl_test_wire_ping(&fx->cons, 5000), 0);
+}
+
 static int
 setup(void **state)
 {
     fixture *fx = calloc(1, sizeof(*fx));
     assert_non_null(fx);
     assert_int_equal(sl_test_broker_start_admin(&fx->broker, NULL), 0);
+    broker_log_path = fx->broker.log_path;
     assert_true(fx->broker.admin_port > 0);
     assert_int_equal(sl_test_wire_open(&fx->prod, fx->broker.port, 1), 0);
     assert_int_equal(sl_test_wire_open(&fx->cons, fx->broker.port, 1), 0);
@@ -346,6 +383,7 @@ static int
 teardown(void **state)
 {
     fixture *fx = *state;
+    broker_log_path = NULL;
     sl_test_wire_close(&fx->prod);
     sl_test_wire_close(&fx->cons);
     assert_int_equal(sl_test_broker_stop(&fx->broker), 0);
@@ -476,6 +514,7 @@ test_healthz_and_errors(void **state)
         http_raw(port, bad[i], strlen(bad[i]), &r);
         assert_true(r.status == 0 || r.status >= 400);
         http_free(&r);
+        keep_alive(fx);
     }
     http_get(port, "GET", "/healthz", &r);
     assert_int_equal(r.status, 200);
@@ -500,6 +539,7 @@ test_huge_and_idle_requests(void **state)
         http_raw(port, huge, HUGE_REQUEST_BYTES, &r);
         assert_true(r.status == 0 || r.status >= 400);
         http_free(&r);
+        keep_alive(fx);
     }
     // A URL far longer than the request memory limit, too.
     int n = snprintf(huge, HUGE_REQUEST_BYTES, "GET /");
@@ -524,6 +564,7 @@ test_huge_and_idle_requests(void **state)
     for (uint32_t i = 0; i < IDLE_CONNECTIONS; i++) {
         close(fds[i]);
     }
+    keep_alive(fx);
     // The server notices the closes on its own time: retry for a bounded while.
     int status = 0;
     for (int attempt = 0; attempt < 50 && status != 200; attempt++) {
@@ -531,6 +572,7 @@ test_huge_and_idle_requests(void **state)
         status = r.status;
         http_free(&r);
         if (status != 200) {
+            keep_alive(fx);
             usleep(100 * 1000);
         }
     }

@@ -459,8 +459,8 @@ test_cli_produce_then_consume_audit(void **state)
     }
     assert_int_equal(atomic_load(&f->committed), 1000); // auto ack committed what was printed
 
-    const char *stats[] = {"sluice", "stats", "--broker", broker};
-    assert_int_equal(run(&o, &e, 4, stats), SL_CLI_EXIT_OK);
+    const char *stats[] = {"sluice", "stats", "--raw", "--broker", broker};
+    assert_int_equal(run(&o, &e, 5, stats), SL_CLI_EXIT_OK);
     assert_string_equal(o, "records_total 1000\n");
     free(o);
     free(e);

@@ -389,6 +389,57 @@ test_registry_churn_against_scrapes(void **state)
     sl_metrics_registry_free(r);
 }
 
+// The family's label index: duplicates are found across index growth, after removals, and label
+// splits that concatenate alike ("ab","c" vs "a","bc") are different series.
+static void
+test_registry_index_finds_duplicates_at_scale(void **state)
+{
+    (void)state;
+    enum { SERIES = 3000 };
+    sl_metrics_registry *r = registry_make(2 * SERIES);
+    const char *labels[] = {"topic", "partition"};
+    uint64_t fam = 0;
+    assert_int_equal(family_add(r, "g_index", SL_METRIC_GAUGE, labels, 2, &fam), SL_OK);
+    sl_gauge g;
+    sl_gauge_init(&g);
+    sl_metric_source src = {.gauge = &g};
+    static uint64_t ids[SERIES];
+    char topic[32];
+    char part[16];
+    for (int i = 0; i < SERIES; i++) {
+        snprintf(topic, sizeof(topic), "t%d", i / 8);
+        snprintf(part, sizeof(part), "%d", i % 8);
+        const char *v[] = {topic, part};
+        assert_int_equal(sl_metrics_series_add(r, fam, v, &src, &ids[i]), SL_OK);
+    }
+    for (int i = 0; i < SERIES; i += 7) {
+        snprintf(topic, sizeof(topic), "t%d", i / 8);
+        snprintf(part, sizeof(part), "%d", i % 8);
+        const char *v[] = {topic, part};
+        uint64_t id = 0;
+        assert_int_equal(sl_metrics_series_add(r, fam, v, &src, &id), SL_EEXIST);
+    }
+    // Removed series can be added again; the others are still duplicates.
+    for (int i = 0; i < SERIES; i += 2) {
+        assert_int_equal(sl_metrics_series_remove(r, ids[i]), SL_OK);
+    }
+    for (int i = 0; i < 16; i++) {
+        snprintf(topic, sizeof(topic), "t%d", i / 8);
+        snprintf(part, sizeof(part), "%d", i % 8);
+        const char *v[] = {topic, part};
+        uint64_t id = 0;
+        assert_int_equal(sl_metrics_series_add(r, fam, v, &src, &id),
+                         i % 2 == 0 ? SL_OK : SL_EEXIST);
+    }
+    const char *a[] = {"ab", "c"};
+    const char *b[] = {"a", "bc"};
+    uint64_t id = 0;
+    assert_int_equal(sl_metrics_series_add(r, fam, a, &src, &id), SL_OK);
+    assert_int_equal(sl_metrics_series_add(r, fam, b, &src, &id), SL_OK);
+    assert_int_equal(sl_metrics_series_count(r), SERIES / 2 + 8 + 2);
+    sl_metrics_registry_free(r);
+}
+
 int
 main(void)
 {
@@ -402,6 +453,7 @@ main(void)
         cmocka_unit_test(test_registry_bounded_series_and_families),
         cmocka_unit_test(test_registry_alloc_failure_leaves_no_trace),
         cmocka_unit_test(test_registry_churn_against_scrapes),
+        cmocka_unit_test(test_registry_index_finds_duplicates_at_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
