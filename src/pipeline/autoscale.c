@@ -7,10 +7,13 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <sluice/error.h>
 
+#include "core/metrics_internal.h"
 #include "core/util.h"
+#include "pipeline/pipeline_internal.h"
 
 // Reliable intervals pooled into a true rate estimate (records over busy time of all of them):
 // with 4, the estimate's noise is half a single interval's; the per-record cost of a stage rarely
@@ -29,7 +32,6 @@ typedef struct stage_memory {
     uint32_t pool_count; // reliable measurements so far, up to AUTOSCALE_POOL_INTERVALS
     double selectivity;  // last reliable out/in ratio; < 0: unknown
     sl_autoscale_action pending_action; // proposal of the previous interval, KEEP: none
-    uint32_t pending_to;                // its target parallelism
     int64_t changed_ns;                 // last UP/DOWN applied; INT64_MIN: never
     bool saturated;                     // AT_MAX already reported for the current overload episode
 } stage_memory;
@@ -304,22 +306,17 @@ verdict_reason(const sl_autoscale_sample *s, sl_autoscale_verdict *v, uint32_t t
     }
 }
 
-// The model's proposal must hold for two consecutive intervals; the change applied is the
-// smaller of the two, so one noisy sample neither triggers nor inflates a change.
+// The model's proposal must point the same way in two consecutive intervals, so one noisy
+// interval does not trigger a change. The latest target is applied: after a step in load the
+// earlier interval straddles the step and under-states it (taking the smaller of the two made a
+// step take two decisions).
 static sl_autoscale_action
-stage_confirm(stage_memory *m, sl_autoscale_action action, uint32_t *to)
+stage_confirm(stage_memory *m, sl_autoscale_action action)
 {
     sl_autoscale_action previous = m->pending_action;
-    uint32_t previous_to = m->pending_to;
     m->pending_action = action;
-    m->pending_to = *to;
     if (action == SL_AUTOSCALE_KEEP || previous != action) {
         return SL_AUTOSCALE_KEEP;
-    }
-    if (action == SL_AUTOSCALE_UP) {
-        *to = SL_MIN(*to, previous_to);
-    } else if (action == SL_AUTOSCALE_DOWN) {
-        *to = SL_MAX(*to, previous_to);
     }
     return action;
 }
@@ -354,7 +351,7 @@ stage_decide(sl_autoscaler *a, const sl_autoscale_sample *s, uint32_t i, int64_t
     }
     uint32_t to = s->parallelism;
     sl_autoscale_action proposed = stage_propose(a, s, v, &to);
-    sl_autoscale_action action = stage_confirm(m, proposed, &to);
+    sl_autoscale_action action = stage_confirm(m, proposed);
     verdict_reason(s, v, to);
     if (action == SL_AUTOSCALE_KEEP && proposed != SL_AUTOSCALE_KEEP) {
         // Keep the evidence but say that it waits for a second interval.
@@ -409,4 +406,294 @@ sl__autoscaler_decide(sl_autoscaler *a, const sl_autoscale_sample *samples, uint
         stage_decide(a, s, i, now_ns, v);
     }
     return SL_OK;
+}
+
+// ---- runtime glue -----------------------------------------------------------------------------
+
+enum {
+    DIRECTION_UP = 0,
+    DIRECTION_DOWN = 1,
+    DIRECTION_MAX = 2, // at max: overload stays backpressure
+    DIRECTION_COUNT = 3,
+};
+
+static const char *const direction_names[DIRECTION_COUNT] = {"up", "down", "max"};
+
+// The autoscaler of one running pipeline: the core, the stages in topological order, and what
+// the controller's once-a-second ticks accumulated since the last decision round.
+typedef struct autoscale_state {
+    sl_autoscaler *core;
+    uint32_t count;
+    sl_pipe_stage *stages[SL_PIPE_STAGES_MAX];
+    sl_autoscale_sample samples[SL_PIPE_STAGES_MAX];
+    sl_autoscale_verdict verdicts[SL_PIPE_STAGES_MAX];
+    bool scalable[SL_PIPE_STAGES_MAX];     // an operator or sink with min < max
+    uint64_t in_total[SL_PIPE_STAGES_MAX]; // records totals at the start of the window
+    uint64_t out_total[SL_PIPE_STAGES_MAX];
+    int64_t window_start_ns;
+    int64_t last_tick_ns;
+    sl_counter decisions[SL_PIPE_STAGES_MAX][DIRECTION_COUNT];
+    uint64_t family_id;
+    uint64_t series_ids[SL_PIPE_STAGES_MAX * DIRECTION_COUNT];
+    uint32_t series_count;
+    sl_metrics_registry *registry;
+    bool failed; // could not bind (logged once): the pipeline runs unscaled
+} autoscale_state;
+
+// Takes the stages in topological order and their upstream indices (first tick: the controller
+// runs after start, when the order is known).
+static int
+state_bind(autoscale_state *st, sl_pipeline *p)
+{
+    uint32_t count = sl__pipeline_stage_count(p);
+    if (count == 0 || count > SL_PIPE_STAGES_MAX) {
+        return SL_ERANGE;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        st->stages[i] = sl__pipeline_stage_at(p, i);
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        sl_pipe_stage *up[SL_AUTOSCALE_UPSTREAM_MAX];
+        uint32_t n = sl__pipe_stage_upstream(st->stages[i], up, SL_AUTOSCALE_UPSTREAM_MAX);
+        if (n > SL_AUTOSCALE_UPSTREAM_MAX) {
+            return SL_ERANGE;
+        }
+        sl_autoscale_sample *s = &st->samples[i];
+        s->upstream_count = 0;
+        for (uint32_t u = 0; u < n; u++) {
+            for (uint32_t j = 0; j < i; j++) {
+                if (st->stages[j] == up[u]) {
+                    s->upstream[s->upstream_count++] = j;
+                }
+            }
+        }
+        const sl_pipe_stage_config *cfg = &st->stages[i]->cfg;
+        s->name = st->stages[i]->name;
+        s->is_source = sl__pipe_stage_kind(st->stages[i]) == SL__PIPE_SOURCE;
+        s->parallelism_min = cfg->parallelism_min;
+        s->parallelism_max = cfg->parallelism_max;
+        sl__pipe_kind kind = sl__pipe_stage_kind(st->stages[i]);
+        bool op = kind == SL__PIPE_PROCESS || kind == SL__PIPE_FILTER || kind == SL__PIPE_WINDOW;
+        st->scalable[i] = op && s->parallelism_min >= 1 && s->parallelism_max > s->parallelism_min;
+    }
+    st->count = count;
+    return sl__autoscaler_new(&p->cfg.autoscale, count, &st->core);
+}
+
+// Adds the last second of every stage to the window: busy and backpressured seconds summed over
+// instances (the stats' per-instance average times the instances running then).
+static void
+state_accumulate(autoscale_state *st, int64_t now_ns)
+{
+    double dt_s = (double)(now_ns - st->last_tick_ns) / 1e9;
+    st->last_tick_ns = now_ns;
+    for (uint32_t i = 0; i < st->count; i++) {
+        sl_pipe_stage_stats stats;
+        sl__pipe_stage_stats(st->stages[i], &stats);
+        sl_autoscale_sample *s = &st->samples[i];
+        double instance_s = dt_s * (double)stats.parallelism;
+        s->busy_s += stats.busy_ms_per_s / 1000.0 * instance_s;
+        s->backpressured_s += stats.backpressured_ms_per_s / 1000.0 * instance_s;
+        s->parallelism = stats.parallelism;
+        s->records_in = (double)(stats.records_in_total - st->in_total[i]);
+        s->records_out = (double)(stats.records_out_total - st->out_total[i]);
+    }
+}
+
+// Starts a new observation window at now_ns (after a decision round, and after a rescale, whose
+// pause would otherwise count as the stage's normal behaviour).
+static void
+state_reset_window(autoscale_state *st, int64_t now_ns)
+{
+    for (uint32_t i = 0; i < st->count; i++) {
+        sl_pipe_stage_stats stats;
+        sl__pipe_stage_stats(st->stages[i], &stats);
+        st->in_total[i] = stats.records_in_total;
+        st->out_total[i] = stats.records_out_total;
+        sl_autoscale_sample *s = &st->samples[i];
+        s->busy_s = 0.0;
+        s->backpressured_s = 0.0;
+        s->records_in = 0.0;
+        s->records_out = 0.0;
+    }
+    st->window_start_ns = now_ns;
+    st->last_tick_ns = now_ns;
+}
+
+// Reports one decision: the pipeline's callback, a line on stderr, the decisions counter.
+static void
+state_report(autoscale_state *st, sl_pipeline *p, uint32_t i, uint32_t direction, int err)
+{
+    const sl_pipe_scale_decision *d = &st->verdicts[i].decision;
+    if (err != SL_OK) {
+        fprintf(stderr, "sluice: pipeline %s: autoscale %s %u -> %u failed (%s): %s\n", p->name,
+                d->stage, d->from, d->to, sl_strerror(err), d->reason);
+        return;
+    }
+    fprintf(stderr, "sluice: pipeline %s: autoscale %s %u -> %u: %s\n", p->name, d->stage, d->from,
+            d->to, d->reason);
+    sl_counter_inc(&st->decisions[i][direction]);
+    if (p->cfg.decision_cb != NULL) {
+        p->cfg.decision_cb(d, p->cfg.decision_user);
+    }
+}
+
+// One decision round over the accumulated window; applies every UP/DOWN verdict.
+static void
+state_decide(autoscale_state *st, sl_pipeline *p, int64_t now_ns)
+{
+    double window_s = (double)(now_ns - st->window_start_ns) / 1e9;
+    for (uint32_t i = 0; i < st->count; i++) {
+        sl_autoscale_sample *s = &st->samples[i];
+        s->window_s = window_s;
+        // The generator knows its rate; other sources are extrapolated by the core over the
+        // whole window (the runtime's per-second estimate is noisier and unbounded).
+        bool gen = st->stages[i]->source_ops == &sl__pipe_gen_source_ops;
+        s->offered_per_s = gen ? sl__pipe_stage_offered_rate(st->stages[i]) : 0.0;
+        if (!st->scalable[i]) {
+            s->parallelism_min = s->parallelism;
+            s->parallelism_max = s->parallelism;
+        }
+    }
+    int err = sl__autoscaler_decide(st->core, st->samples, st->count, now_ns, st->verdicts);
+    SL_ASSERT(err == SL_OK); // samples built above from a checked topology
+    bool rescaled = false;
+    for (uint32_t i = 0; i < st->count; i++) {
+        const sl_autoscale_verdict *v = &st->verdicts[i];
+        if (v->action == SL_AUTOSCALE_AT_MAX) {
+            state_report(st, p, i, DIRECTION_MAX, SL_OK);
+        } else if (v->action == SL_AUTOSCALE_UP || v->action == SL_AUTOSCALE_DOWN) {
+            err = sl__pipe_stage_rescale(st->stages[i], v->decision.to);
+            state_report(st, p, i, v->action == SL_AUTOSCALE_UP ? DIRECTION_UP : DIRECTION_DOWN,
+                         err);
+            rescaled = true;
+        }
+    }
+    // A rescale blocks this thread while the stage drains: start the next window after it.
+    state_reset_window(st, rescaled ? sl_now_ns() : now_ns);
+}
+
+static const sl_metric_family_desc decisions_family = {
+    .name = "sluice_pipeline_autoscale_decisions_total",
+    .help = "Autoscaler decisions applied (up, down) or reported (max: overload stays "
+            "backpressure at parallelism_max)",
+    .type = SL_METRIC_COUNTER,
+    .label_names = (const char *const[]){"pipeline", "stage", "direction"},
+    .label_count = 3,
+};
+
+// The decisions family, registered by the first pipeline that autoscales in a registry and
+// shared by the others (a family name exists once per registry).
+static int
+metrics_family(sl_metrics_registry *registry, uint64_t *id_out)
+{
+    int err = sl_metrics_family_register(registry, &decisions_family, id_out);
+    if (err != SL_EEXIST) {
+        return err;
+    }
+    err = SL_ENOENT;
+    pthread_mutex_lock(&registry->mutex);
+    for (uint32_t f = 0; f < registry->family_count; f++) {
+        if (strcmp(registry->families[f]->name, decisions_family.name) == 0) {
+            *id_out = registry->families[f]->id;
+            err = SL_OK;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry->mutex);
+    return err;
+}
+
+// One counter per scalable stage and direction. A full registry leaves the rest unexposed (the
+// decisions are still made and logged): metrics are a view, not a reason to stop scaling.
+static void
+metrics_register(autoscale_state *st, sl_pipeline *p)
+{
+    sl_metrics_registry *registry = p->cfg.registry;
+    if (registry == NULL || metrics_family(registry, &st->family_id) != SL_OK) {
+        return;
+    }
+    st->registry = registry;
+    for (uint32_t i = 0; i < st->count; i++) {
+        for (uint32_t d = 0; d < DIRECTION_COUNT && st->scalable[i]; d++) {
+            sl_counter_init(&st->decisions[i][d]);
+            const char *labels[3] = {p->name, st->stages[i]->name, direction_names[d]};
+            sl_metric_source source = {.counter = &st->decisions[i][d]};
+            uint64_t id = 0;
+            if (sl_metrics_series_add(registry, st->family_id, labels, &source, &id) != SL_OK) {
+                return;
+            }
+            st->series_ids[st->series_count++] = id;
+        }
+    }
+}
+
+static void
+state_free(void *arg)
+{
+    autoscale_state *st = arg;
+    if (st == NULL) {
+        return;
+    }
+    for (uint32_t k = 0; k < st->series_count; k++) {
+        int err = sl_metrics_series_remove(st->registry, st->series_ids[k]);
+        SL_ASSERT(err == SL_OK || err == SL_ENOENT);
+    }
+    sl__autoscaler_free(st->core);
+    sl_free(st, sizeof(*st));
+}
+
+// The controller hook: runs once a second on the controller thread; binds on the first call,
+// accumulates every call, decides every interval_ms.
+static void
+state_tick(sl_pipeline *p, void *arg, int64_t now_ns)
+{
+    autoscale_state *st = arg;
+    if (st->failed) {
+        return;
+    }
+    if (st->core == NULL) {
+        int err = state_bind(st, p);
+        if (err != SL_OK) {
+            fprintf(stderr, "sluice: pipeline %s: autoscaler off: %s\n", p->name, sl_strerror(err));
+            st->failed = true;
+            return;
+        }
+        metrics_register(st, p);
+        state_reset_window(st, now_ns);
+        return;
+    }
+    state_accumulate(st, now_ns);
+    int64_t interval_ns = (int64_t)sl__autoscaler_config(st->core)->interval_ms * 1000000;
+    if (now_ns - st->window_start_ns >= interval_ns) {
+        state_decide(st, p, now_ns);
+    }
+}
+
+int
+sl__pipe_autoscale_attach(sl_pipeline *p)
+{
+    SL_ASSERT(p != NULL);
+    if (!p->cfg.autoscale.enabled) {
+        return SL_OK;
+    }
+    sl_pipe_autoscale_config check;
+    int err = config_resolve(&p->cfg.autoscale, &check);
+    if (err != SL_OK) {
+        return err;
+    }
+    autoscale_state *st = sl_calloc(1, sizeof(*st));
+    if (st == NULL) {
+        return SL_ENOMEM;
+    }
+    sl__pipeline_set_controller(p, state_tick, state_free, st);
+    return SL_OK;
+}
+
+void
+sl__pipe_autoscale_step(sl_pipeline *p, int64_t now_ns)
+{
+    if (p->controller_fn == state_tick) {
+        state_tick(p, p->controller_state, now_ns);
+    }
 }

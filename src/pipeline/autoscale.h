@@ -25,7 +25,7 @@
 // A source without a known offered rate is credited with its output rate per non-backpressured
 // second, extrapolated by at most this factor (a source blocked 100% of the time would
 // otherwise be credited with an infinite rate).
-#define SL_AUTOSCALE_SOURCE_EXTRAPOLATION_MAX 4.0
+#define SL_AUTOSCALE_SOURCE_EXTRAPOLATION_MAX 16.0
 // Defaults and accepted ranges of sl_pipe_autoscale_config (0 fields take the default).
 #define SL_AUTOSCALE_INTERVAL_MS_DEFAULT 5000u
 #define SL_AUTOSCALE_INTERVAL_MS_MIN     100u
@@ -95,10 +95,16 @@ SL_MUST_USE int sl__autoscaler_decide(sl_autoscaler *a, const sl_autoscale_sampl
                                       uint32_t stage_count, int64_t now_ns,
                                       sl_autoscale_verdict *verdicts);
 
-// Runtime glue (autoscale.c): called from the pipeline's controller thread; samples every stage,
-// decides, applies changes with sl__pipe_stage_rescale, reports each through the pipeline's
-// decision_cb, stderr and sluice_pipeline_autoscale_decisions_total. Does nothing before
-// interval_ms passed since its last decision round, or when autoscaling is disabled.
+// Runtime glue (autoscale.c). Attaches the autoscaler as the pipeline's controller hook when
+// cfg.autoscale.enabled (else does nothing); call before sl_pipeline_start. SL_EINVAL for a bad
+// autoscale configuration, SL_ENOMEM.
+SL_MUST_USE int sl__pipe_autoscale_attach(sl_pipeline *p);
+
+// One controller tick (the hook calls it once a second): samples every stage, and every
+// interval_ms decides, applies changes with sl__pipe_stage_rescale (blocking while the stage
+// drains) and reports each through the pipeline's decision_cb, a line on stderr and
+// sluice_pipeline_autoscale_decisions_total{pipeline,stage,direction}. Controller thread only;
+// does nothing when the autoscaler is not attached.
 void sl__pipe_autoscale_step(sl_pipeline *p, int64_t now_ns);
 
 #endif

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/util.h"
+#include "pipeline/autoscale.h"
 #include "pipeline/pipeline_internal.h"
 
 // Longest endpoint description (uri plus options) copied into a stage, bytes.
@@ -746,6 +747,11 @@ sl_pipeline_start(sl_pipeline *p, char *err, size_t err_size)
     }
     int rc = graph_check(p, err, err_size);
     if (rc != SL_OK) {
+        return rc;
+    }
+    rc = sl__pipe_autoscale_attach(p);
+    if (rc != SL_OK) {
+        err_set(err, err_size, "bad autoscale configuration", NULL);
         return rc;
     }
     p->started = true;
