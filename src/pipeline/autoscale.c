@@ -170,7 +170,8 @@ stage_measure(stage_memory *m, const sl_autoscale_sample *s)
     if (s->is_source || !(s->records_in >= SL_AUTOSCALE_RECORDS_MIN)) {
         return;
     }
-    m->selectivity = s->records_out / s->records_in;
+    // Per edge: the walk adds up what each upstream stage sends to one stage.
+    m->selectivity = s->records_out / (double)SL_MAX(s->out_edges, 1u) / s->records_in;
     if (!(s->busy_s >= SL_AUTOSCALE_BUSY_MIN_S)) {
         return;
     }
@@ -201,7 +202,7 @@ source_offered(const sl_autoscale_sample *s)
     if (free_s > window_all_s / SL_AUTOSCALE_SOURCE_EXTRAPOLATION_MAX) {
         factor = window_all_s / free_s;
     }
-    return s->records_out / s->window_s * factor;
+    return s->records_out / (double)SL_MAX(s->out_edges, 1u) / s->window_s * factor;
 }
 
 // Fills the rate walk of one stage: required input, selectivity, needed instances, capacity.
@@ -470,6 +471,7 @@ state_bind(autoscale_state *st, sl_pipeline *p)
         const sl_pipe_stage_config *cfg = &st->stages[i]->cfg;
         s->name = st->stages[i]->name;
         s->is_source = sl__pipe_stage_kind(st->stages[i]) == SL__PIPE_SOURCE;
+        s->out_edges = st->stages[i]->out_count;
         s->parallelism_min = cfg->parallelism_min;
         s->parallelism_max = cfg->parallelism_max;
         sl__pipe_kind kind = sl__pipe_stage_kind(st->stages[i]);

@@ -48,7 +48,8 @@ typedef struct sl_autoscale_sample {
     double offered_per_s;   // sources: records/s the input offers; <= 0 when unknown
     double window_s;        // length of the observation, seconds (> 0)
     double records_in;      // processed in the window, all instances (sources: 0)
-    double records_out;     // emitted in the window, all instances
+    double records_out;     // emitted in the window, all instances, copies counted
+    uint32_t out_edges;     // downstream edges, each getting a copy of every record (0 means 1)
     double busy_s;          // busy seconds in the window, summed over instances
     double backpressured_s; // backpressured seconds, summed over instances
     uint32_t upstream[SL_AUTOSCALE_UPSTREAM_MAX];

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include <sluice/error.h>
+#include <sluice/metrics.h>
 #include <sluice/pipeline.h>
 
 #include "core/util.h"
@@ -31,6 +32,7 @@
 #define PACE_SLACK_NS (300 * INT64_C(1000))
 #define DECISIONS_MAX 64u
 #define PHASE_POLL_MS 200
+#define SCRAPE_BYTES  (256u << 10)
 
 // ---- a source whose rate the test changes -----------------------------------------------------
 
@@ -169,6 +171,7 @@ typedef struct scenario {
     _Atomic uint64_t sunk;
     paced_shared rate;
     sl_pipeline *p;
+    sl_metrics_registry *registry;
     sl_pipe_stage *gen;
     sl_pipe_stage *delay;
 } scenario;
@@ -237,6 +240,8 @@ scenario_start(scenario *sc, uint64_t rate)
                                                .tolerance = 0.1};
     cfg.decision_cb = on_decision;
     cfg.decision_user = sc;
+    assert_int_equal(sl_metrics_registry_new(NULL, &sc->registry), SL_OK);
+    cfg.registry = sc->registry;
     assert_int_equal(sl_pipeline_new(&cfg, &sc->p), SL_OK);
     sl_pipe_endpoint src = {.uri = "paced:", .user = &sc->rate};
     assert_int_equal(sl_pipeline_add_source(sc->p, "gen", &paced_ops, &src, NULL, &sc->gen), SL_OK);
@@ -291,6 +296,19 @@ source_emitted(scenario *sc)
     sl_pipe_stage_stats st;
     sl__pipe_stage_stats(sc->gen, &st);
     return st.records_out_total;
+}
+
+// Fails the test unless the Prometheus scrape of the pipeline's registry holds line.
+static void
+scrape_expect(scenario *sc, const char *line)
+{
+    static char buf[SCRAPE_BYTES];
+    size_t len = 0;
+    assert_int_equal(
+        sl_metrics_encode_prometheus(sc->registry, sl_now_ns(), buf, sizeof(buf), &len), SL_OK);
+    if (strstr(buf, line) == NULL) {
+        fail_msg("scrape lacks: %s", line);
+    }
 }
 
 static void
@@ -356,8 +374,23 @@ test_autoscale_scenario_steps(void **state)
     assert_non_null(strstr(last->reason, "stays backpressure"));
     pthread_mutex_unlock(&sc.mutex);
 
+    // Every change counted by direction.
+    decisions_since(&sc, 0, &ups, &downs, &maxes);
+    char line[160];
+    snprintf(line, sizeof(line),
+             "sluice_pipeline_autoscale_decisions_total{pipeline=\"scenario\",stage=\"delay\","
+             "direction=\"up\"} %u\n",
+             ups);
+    scrape_expect(&sc, line);
+    snprintf(line, sizeof(line),
+             "sluice_pipeline_autoscale_decisions_total{pipeline=\"scenario\",stage=\"delay\","
+             "direction=\"down\"} %u\n",
+             downs);
+    scrape_expect(&sc, line);
+
     sl_pipeline_stop(sc.p, false, sl_deadline_after_ms(5000));
     sl_pipeline_free(sc.p);
+    sl_metrics_registry_free(sc.registry);
     pthread_mutex_destroy(&sc.mutex);
 }
 

@@ -102,7 +102,7 @@ sim_step(sim *sm, double offered)
         s->records_in = processed * sim_jitter(sm);
         s->busy_s = processed / sm->rate[i] * sim_jitter(sm);
         flow[i] = processed * sm->selectivity[i];
-        s->records_out = s->records_in * sm->selectivity[i];
+        s->records_out = s->records_in * sm->selectivity[i] * (double)SL_MAX(s->out_edges, 1u);
     }
     sm->now_ns += S;
     assert_int_equal(
@@ -329,6 +329,50 @@ test_autoscale_fan_in_sums_upstream(void **state)
     sim_fini(&sm);
 }
 
+static void
+test_autoscale_cool_down_delays_the_next_change(void **state)
+{
+    (void)state;
+    sim sm;
+    sim_three_stages(&sm, 1, 0.8);
+    sim_run(&sm, 4000.0, 5);
+    for (int k = 0; k < 5 && sm.ups == 0; k++) {
+        sim_step(&sm, 14000.0);
+    }
+    assert_int_equal(sm.ups, 1);
+    // Cool-down (2 s: the next interval), then a proposal that must hold for a second one.
+    sim_step(&sm, 40000.0);
+    assert_int_equal(sm.ups, 1);
+    assert_non_null(strstr(sm.verdicts[1].decision.reason, "cool-down"));
+    sim_step(&sm, 40000.0);
+    assert_int_equal(sm.ups, 1);
+    assert_non_null(strstr(sm.verdicts[1].decision.reason, "unconfirmed"));
+    sim_step(&sm, 40000.0);
+    assert_int_equal(sm.ups, 2);
+    assert_int_equal(sm.samples[1].parallelism, 4);
+    sim_fini(&sm);
+}
+
+static void
+test_autoscale_fan_out_counts_copies_per_edge(void **state)
+{
+    (void)state;
+    sim sm;
+    sim_init(&sm);
+    sim_stage(&sm, "gen", true, 1, 1, 1, 0.0, 1.0, -1);
+    sim_stage(&sm, "split", false, 1, 1, 4, 100000.0, 1.0, 0);
+    sim_stage(&sm, "left", false, 1, 1, 8, 5000.0, 1.0, 1);
+    sim_stage(&sm, "right", false, 1, 1, 8, 5000.0, 1.0, 1);
+    sm.samples[1].out_edges = 2; // split copies every record to left and right
+    sim_start(&sm, 0.8);
+    sim_run(&sm, 8000.0, 6); // each side: 8,000 / 4,000 = 2 (not 16,000: copies are per edge)
+    assert_true(fabs(sm.verdicts[1].selectivity - 1.0) < 1e-6);
+    assert_true(fabs(sm.verdicts[2].required_in_per_s - 8000.0) < 1.0);
+    assert_int_equal(sm.samples[2].parallelism, 2);
+    assert_int_equal(sm.samples[3].parallelism, 2);
+    sim_fini(&sm);
+}
+
 int
 main(void)
 {
@@ -341,6 +385,8 @@ main(void)
         cmocka_unit_test(test_autoscale_selectivity_sizes_downstream),
         cmocka_unit_test(test_autoscale_warm_up_waits_for_enough_busy_time),
         cmocka_unit_test(test_autoscale_fan_in_sums_upstream),
+        cmocka_unit_test(test_autoscale_fan_out_counts_copies_per_edge),
+        cmocka_unit_test(test_autoscale_cool_down_delays_the_next_change),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
