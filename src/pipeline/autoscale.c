@@ -20,6 +20,9 @@
 // changes, so the lag costs little, and a step in load does not lag at all (load is not in it).
 #define AUTOSCALE_POOL_INTERVALS 4u
 _Static_assert(SL_AUTOSCALE_WARMUP_INTERVALS <= AUTOSCALE_POOL_INTERVALS, "warm-up fits the pool");
+// The controller ticks about once a second, a little late or early: a window this much short of
+// interval_ms is complete (else a 1 s interval would often wait for the next tick).
+#define AUTOSCALE_TICK_SLACK_NS INT64_C(250000000)
 // Guards ceil() against values a rounding error put just above an integer (3.0000000001).
 #define AUTOSCALE_CEIL_EPSILON 1e-9
 
@@ -420,19 +423,25 @@ enum {
 
 static const char *const direction_names[DIRECTION_COUNT] = {"up", "down", "max"};
 
-// The autoscaler of one running pipeline: the core, the stages in topological order, and what
-// the controller's once-a-second ticks accumulated since the last decision round.
+// A stage's totals when the observation window started.
+typedef struct window_base {
+    uint64_t records_in;
+    uint64_t records_out;
+    uint64_t busy_ns; // summed over the instances running then
+    uint64_t backpressured_ns;
+} window_base;
+
+// The autoscaler of one running pipeline: the core, the stages in topological order, and
+// each stage's totals when the current observation window started.
 typedef struct autoscale_state {
     sl_autoscaler *core;
     uint32_t count;
     sl_pipe_stage *stages[SL_PIPE_STAGES_MAX];
     sl_autoscale_sample samples[SL_PIPE_STAGES_MAX];
     sl_autoscale_verdict verdicts[SL_PIPE_STAGES_MAX];
-    bool scalable[SL_PIPE_STAGES_MAX];     // an operator or sink with min < max
-    uint64_t in_total[SL_PIPE_STAGES_MAX]; // records totals at the start of the window
-    uint64_t out_total[SL_PIPE_STAGES_MAX];
+    bool scalable[SL_PIPE_STAGES_MAX]; // an operator or sink with min < max
+    window_base base[SL_PIPE_STAGES_MAX];
     int64_t window_start_ns;
-    int64_t last_tick_ns;
     sl_counter decisions[SL_PIPE_STAGES_MAX][DIRECTION_COUNT];
     uint64_t family_id;
     uint64_t series_ids[SL_PIPE_STAGES_MAX * DIRECTION_COUNT];
@@ -482,23 +491,53 @@ state_bind(autoscale_state *st, sl_pipeline *p)
     return sl__autoscaler_new(&p->cfg.autoscale, count, &st->core);
 }
 
-// Adds the last second of every stage to the window: busy and backpressured seconds summed over
-// instances (the stats' per-instance average times the instances running then).
+// Busy and backpressured nanoseconds of the stage's running instances since they started, read
+// from their time accounts (exact, unlike the per-second figures, whose windows are not aligned
+// with the controller's). The stats mutex keeps a rescale from freeing an account meanwhile.
 static void
-state_accumulate(autoscale_state *st, int64_t now_ns)
+stage_times(sl_pipe_stage *s, int64_t now_ns, uint64_t *busy_ns, uint64_t *backpressured_ns)
 {
-    double dt_s = (double)(now_ns - st->last_tick_ns) / 1e9;
-    st->last_tick_ns = now_ns;
+    *busy_ns = 0;
+    *backpressured_ns = 0;
+    pthread_mutex_lock(&s->pipeline->stats_mutex);
+    uint32_t n = sl__pipe_stage_parallelism(s);
+    for (uint32_t i = 0; i < n && i < SL_PIPE_PARALLELISM_MAX; i++) {
+        sl_timeacct_stats ts;
+        const sl_timeacct *ta = s->instances[i].time;
+        if (ta != NULL && sl_timeacct_read(ta, now_ns, &ts) == SL_OK) {
+            *busy_ns += ts.total_ns[SL_TIME_BUSY];
+            *backpressured_ns += ts.total_ns[SL_TIME_BACKPRESSURED];
+        }
+    }
+    pthread_mutex_unlock(&s->pipeline->stats_mutex);
+}
+
+// Difference of two totals in seconds; 0 if the total went down (an instance was retired by a
+// rescale the autoscaler did not make: the window then says nothing).
+static double
+delta_s(uint64_t now, uint64_t base, double unit)
+{
+    return now >= base ? (double)(now - base) * unit : 0.0;
+}
+
+// Fills every stage's sample with what happened since the window started.
+static void
+state_measure(autoscale_state *st, int64_t now_ns)
+{
     for (uint32_t i = 0; i < st->count; i++) {
         sl_pipe_stage_stats stats;
         sl__pipe_stage_stats(st->stages[i], &stats);
+        uint64_t busy_ns = 0;
+        uint64_t backpressured_ns = 0;
+        stage_times(st->stages[i], now_ns, &busy_ns, &backpressured_ns);
+        const window_base *b = &st->base[i];
         sl_autoscale_sample *s = &st->samples[i];
-        double instance_s = dt_s * (double)stats.parallelism;
-        s->busy_s += stats.busy_ms_per_s / 1000.0 * instance_s;
-        s->backpressured_s += stats.backpressured_ms_per_s / 1000.0 * instance_s;
         s->parallelism = stats.parallelism;
-        s->records_in = (double)(stats.records_in_total - st->in_total[i]);
-        s->records_out = (double)(stats.records_out_total - st->out_total[i]);
+        s->records_in = delta_s(stats.records_in_total, b->records_in, 1.0);
+        s->records_out = delta_s(stats.records_out_total, b->records_out, 1.0);
+        s->busy_s = delta_s(busy_ns, b->busy_ns, 1e-9);
+        s->backpressured_s = delta_s(backpressured_ns, b->backpressured_ns, 1e-9);
+        s->window_s = (double)(now_ns - st->window_start_ns) * 1e-9;
     }
 }
 
@@ -510,16 +549,12 @@ state_reset_window(autoscale_state *st, int64_t now_ns)
     for (uint32_t i = 0; i < st->count; i++) {
         sl_pipe_stage_stats stats;
         sl__pipe_stage_stats(st->stages[i], &stats);
-        st->in_total[i] = stats.records_in_total;
-        st->out_total[i] = stats.records_out_total;
-        sl_autoscale_sample *s = &st->samples[i];
-        s->busy_s = 0.0;
-        s->backpressured_s = 0.0;
-        s->records_in = 0.0;
-        s->records_out = 0.0;
+        window_base *b = &st->base[i];
+        b->records_in = stats.records_in_total;
+        b->records_out = stats.records_out_total;
+        stage_times(st->stages[i], now_ns, &b->busy_ns, &b->backpressured_ns);
     }
     st->window_start_ns = now_ns;
-    st->last_tick_ns = now_ns;
 }
 
 // Reports one decision: the pipeline's callback, a line on stderr, the decisions counter.
@@ -544,10 +579,8 @@ state_report(autoscale_state *st, sl_pipeline *p, uint32_t i, uint32_t direction
 static void
 state_decide(autoscale_state *st, sl_pipeline *p, int64_t now_ns)
 {
-    double window_s = (double)(now_ns - st->window_start_ns) / 1e9;
     for (uint32_t i = 0; i < st->count; i++) {
         sl_autoscale_sample *s = &st->samples[i];
-        s->window_s = window_s;
         // The generator knows its rate; other sources are extrapolated by the core over the
         // whole window (the runtime's per-second estimate is noisier and unbounded).
         bool gen = st->stages[i]->source_ops == &sl__pipe_gen_source_ops;
@@ -665,9 +698,9 @@ state_tick(sl_pipeline *p, void *arg, int64_t now_ns)
         state_reset_window(st, now_ns);
         return;
     }
-    state_accumulate(st, now_ns);
     int64_t interval_ns = (int64_t)sl__autoscaler_config(st->core)->interval_ms * 1000000;
-    if (now_ns - st->window_start_ns >= interval_ns) {
+    if (now_ns - st->window_start_ns >= interval_ns - AUTOSCALE_TICK_SLACK_NS) {
+        state_measure(st, now_ns);
         state_decide(st, p, now_ns);
     }
 }
