@@ -144,8 +144,8 @@ struct sl_pipe_ctx {
 struct sl__pipe_instance {
     sl_pipe_stage *stage;
     uint32_t index;
-    sl_channel *input; // NULL for sources
-    uint64_t ring_bytes_reserved;
+    sl_channel *input;            // NULL for sources
+    uint64_t ring_bytes_reserved; // the channel's worst case, held on the pipeline budget
     // Credit: records this instance may still be given (capacity - held, where held counts
     // queued records and those being processed). Pushers spend, the instance returns after
     // processing. Waiters sleep on credit_cond.
@@ -166,6 +166,8 @@ struct sl__pipe_instance {
     _Atomic uint32_t parked;
     sl_timeacct *time;
     sl_time_state time_state; // the writer's current state (thread-local view)
+    int64_t now_ns;           // the instance's last clock read (its own thread): stamps the
+                              // records it emits, so each record costs one clock read a stage
     sl_counter in_total;
     sl_counter out_total;
     sl_counter dropped_total; // dropped by policy (sample): counted, completes at once
@@ -224,8 +226,8 @@ struct sl_pipe_stage {
     uint32_t out_count;
     uint32_t in_edges[SL_PIPE_EDGES_MAX];
     uint32_t in_count;
-    sl_histogram *latency;        // lifetime, exported
-    sl_histogram *latency_window; // since the last controller sample
+    sl_histogram *latency;        // lifetime, exported; the controller folds the window in
+    sl_histogram *latency_window; // recorded by instances since the last controller sample
     sl__pipe_sample sample;       // guarded by the pipeline's stats mutex
     // Rescale protocol: emitters into this stage announce themselves; a rescale pauses them.
     _Atomic uint32_t pause_in;
@@ -281,6 +283,13 @@ sl__pipeline_aborting(const sl_pipeline *p)
     return atomic_load_explicit(&p->aborting, memory_order_acquire) != 0;
 }
 
+// Writes "name: msg" (or msg) into err when err is not NULL.
+void sl__pipe_err_set(char *err, size_t err_size, const char *msg, const char *name);
+
+// graph.c: checks and sorts the graph at start (message in err); frees a stage.
+int sl__pipeline_graph_check(sl_pipeline *p, char *err, size_t err_size);
+void sl__pipe_stage_free(sl_pipe_stage *s);
+
 // Records the first error and makes every worker stop.
 void sl__pipeline_fail(sl_pipeline *p, int err);
 // An instance thread finished (wakes sl_pipeline_wait).
@@ -295,6 +304,12 @@ void sl__pipe_instance_cleanup(sl_pipe_stage *s, uint32_t i);
 void sl__pipeline_sample(sl_pipeline *p, int64_t now_ns);
 int sl__pipeline_metrics_register(sl_pipeline *p);
 void sl__pipeline_metrics_unregister(sl_pipeline *p);
+
+// Calls the stats hook of every source and sink instance (sl_pipe_source_ops.stats), for a
+// scrape handler (`sluice pipe`'s /metrics) to run before it encodes registry. Call it from one
+// thread at a time, between sl_pipeline_start and sl_pipeline_free; the endpoints' states
+// live until free.
+void sl__pipeline_endpoint_stats(sl_pipeline *p, sl_metrics_registry *registry);
 
 // The autoscaler attaches here: fn runs on the controller thread once a second after the
 // stats sample, free_fn(state) when the pipeline is freed. Call before sl_pipeline_start.
@@ -316,6 +331,11 @@ uint32_t sl__pipe_ctx_instance(const sl_pipe_ctx *ctx);
 // Sends a record from inst along every out edge, per the edge's route. Takes a completion
 // reference on track per copy. SL_OK, SL_ECLOSED when stopping.
 int sl__pipe_route_emit(sl__pipe_instance *inst, const sl_pipe_record *rec, sl__pipe_track *track);
+// Passes an input item on unchanged (a filter's pass) when the stage has one out edge to one
+// instance: the item, with its reference, moves downstream without a copy. SL_ENOTSUP when the
+// record would need copies (the caller emits instead); other errors as sl__pipe_route_emit
+// (the caller keeps the item).
+int sl__pipe_route_move(sl__pipe_instance *inst, sl__pipe_item *item);
 // Records the downstream instances of inst could take now without waiting (the minimum).
 int64_t sl__pipe_route_credit(const sl__pipe_instance *inst);
 // Returns n records of credit to inst (after processing them), waking a waiting pusher once

@@ -140,7 +140,8 @@ push_copy(sl__pipe_instance *from, sl__pipe_instance *to, const sl_pipe_record *
     }
     item->track = track;
     sl__pipe_track_ref(track, 1);
-    item->enqueued_ns = sl_now_ns();
+    // The clock read at the start of this input's processing (or of the source's poll).
+    item->enqueued_ns = from->now_ns;
     err = channel_put(from, to, item);
     if (err != SL_OK) {
         sl__pipe_track_release(track);
@@ -194,6 +195,28 @@ edge_leave(sl_pipe_stage *to)
     }
 }
 
+// The one instance of an n-instance stage a record goes to along a non-broadcast edge.
+static sl__pipe_instance *
+edge_target(sl__pipe_instance *from, uint32_t out_index, const sl__pipe_edge *e,
+            const sl_pipe_record *rec, uint32_t n)
+{
+    uint32_t i = 0;
+    switch (e->route) {
+    case SL_ROUTE_FORWARD:
+        i = from->index % n;
+        break;
+    case SL_ROUTE_ROUND_ROBIN:
+        i = from->rr_next[out_index]++ % n;
+        break;
+    case SL_ROUTE_KEY_HASH:
+        i = sl__pipe_key_route(rec->key, rec->key_size, n);
+        break;
+    default:
+        SL_ASSERT(false);
+    }
+    return &e->to->instances[i];
+}
+
 static int
 emit_edge(sl__pipe_instance *from, uint32_t out_index, const sl_pipe_record *rec,
           sl__pipe_track *track)
@@ -206,27 +229,46 @@ emit_edge(sl__pipe_instance *from, uint32_t out_index, const sl_pipe_record *rec
         return err;
     }
     uint32_t n = atomic_load_explicit(&to->parallelism, memory_order_acquire);
-    switch (e->route) {
-    case SL_ROUTE_FORWARD:
-        err = push_copy(from, &to->instances[from->index % n], rec, track);
-        break;
-    case SL_ROUTE_ROUND_ROBIN: {
-        uint32_t i = from->rr_next[out_index]++ % n;
-        err = push_copy(from, &to->instances[i], rec, track);
-        break;
-    }
-    case SL_ROUTE_KEY_HASH: {
-        uint32_t i = sl__pipe_key_route(rec->key, rec->key_size, n);
-        err = push_copy(from, &to->instances[i], rec, track);
-        break;
-    }
-    case SL_ROUTE_BROADCAST:
+    if (e->route == SL_ROUTE_BROADCAST) {
         for (uint32_t i = 0; i < n && err == SL_OK; i++) {
             err = push_copy(from, &to->instances[i], rec, track);
         }
-        break;
-    default:
-        SL_ASSERT(false);
+    } else {
+        err = push_copy(from, edge_target(from, out_index, e, rec, n), rec, track);
+    }
+    edge_leave(to);
+    return err;
+}
+
+int
+sl__pipe_route_move(sl__pipe_instance *inst, sl__pipe_item *item)
+{
+    sl_pipeline *p = inst->stage->pipeline;
+    if (inst->stage->out_count != 1) {
+        return SL_ENOTSUP;
+    }
+    const sl__pipe_edge *e = &p->edges[inst->stage->out_edges[0]];
+    sl_pipe_stage *to = e->to;
+    if (e->route == SL_ROUTE_BROADCAST && to->cfg.parallelism_max > 1) {
+        return SL_ENOTSUP;
+    }
+    int err = edge_enter(inst, to);
+    if (err != SL_OK) {
+        return err;
+    }
+    uint32_t n = atomic_load_explicit(&to->parallelism, memory_order_acquire);
+    sl_pipe_record rec = {.key = item->bytes, .key_size = item->key_size};
+    sl__pipe_instance *target =
+        e->route == SL_ROUTE_BROADCAST ? &to->instances[0] : edge_target(inst, 0, e, &rec, n);
+    err = credit_take(inst, target);
+    if (err == SL_OK) {
+        item->enqueued_ns = inst->now_ns;
+        err = channel_put(inst, target, item);
+        if (err != SL_OK) {
+            sl__pipe_credit_return(target, 1, true);
+        } else {
+            sl_counter_inc(&inst->out_total);
+        }
     }
     edge_leave(to);
     return err;

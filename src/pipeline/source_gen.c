@@ -171,21 +171,38 @@ gen_allowed(gen_state *g, uint64_t want, int64_t now, int64_t *wait_ns_out)
     return n;
 }
 
+// Writes "k<n>" into key (GEN_KEY_MAX bytes); returns its length.
+static uint32_t
+gen_key(char *key, uint64_t n)
+{
+    char digits[GEN_KEY_MAX];
+    uint32_t len = 0;
+    do {
+        digits[len++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0 && len < GEN_KEY_MAX - 2);
+    key[0] = 'k';
+    for (uint32_t i = 0; i < len; i++) {
+        key[1 + i] = digits[len - 1 - i];
+    }
+    return len + 1;
+}
+
+// One record; sent_ns and realtime_ns are read once per poll (a poll's records leave together).
 static int
-gen_emit_one(gen_state *g, sl_pipe_ctx *ctx, uint32_t instance)
+gen_emit_one(gen_state *g, sl_pipe_ctx *ctx, uint32_t instance, int64_t sent_ns, int64_t wall_ns)
 {
     char key[GEN_KEY_MAX];
     uint64_t seq = g->next_seq;
-    int key_len = snprintf(key, sizeof(key), "k%llu", (unsigned long long)(seq % g->keys));
-    int64_t sent = sl_now_ns();
+    uint32_t key_len = gen_key(key, seq % g->keys);
     memcpy(g->value, &seq, sizeof(seq));
-    memcpy(g->value + sizeof(seq), &sent, sizeof(sent));
+    memcpy(g->value + sizeof(seq), &sent_ns, sizeof(sent_ns));
     sl_pipe_record rec = {
         .key = key,
-        .key_size = (uint32_t)key_len,
+        .key_size = key_len,
         .value = g->value,
         .value_size = g->value_size,
-        .timestamp_ns = realtime_ns(),
+        .timestamp_ns = wall_ns,
     };
     sl_pipe_origin origin = {.lane = instance, .token = seq};
     int rc = sl_pipe_source_emit(ctx, &rec, origin);
@@ -221,8 +238,9 @@ gen_poll(void *state, sl_pipe_ctx *ctx, uint32_t max_records, int64_t deadline_n
         return SL_EAGAIN;
     }
     uint32_t instance = sl__pipe_ctx_instance(ctx);
+    int64_t wall = realtime_ns();
     for (uint64_t i = 0; i < n; i++) {
-        int rc = gen_emit_one(g, ctx, instance);
+        int rc = gen_emit_one(g, ctx, instance, now, wall);
         if (rc != SL_OK) {
             return rc;
         }

@@ -22,7 +22,8 @@ sl__pipe_instance_enter(sl__pipe_instance *inst, sl_time_state state)
 {
     if (inst->time_state != state) {
         inst->time_state = state;
-        sl_timeacct_enter(inst->time, state, sl_now_ns());
+        inst->now_ns = sl_now_ns();
+        sl_timeacct_enter(inst->time, state, inst->now_ns);
     }
 }
 
@@ -125,7 +126,13 @@ source_run(sl__pipe_instance *inst)
                     return;
                 }
             }
-            sl__pipe_route_wait_credit(inst, now + SL_PIPE_WAIT_SLICE_NS);
+            if (sl__pipe_source_track_room(inst->track) == 0) {
+                // Credit is there but every tracking entry is in flight (a window holds them):
+                // completions come from other threads without a wake-up, so poll for them.
+                sl__pipe_sleep_ns(STAGE_DRAIN_POLL_NS);
+            } else {
+                sl__pipe_route_wait_credit(inst, now + SL_PIPE_WAIT_SLICE_NS);
+            }
             continue;
         }
         // Waiting for data inside poll is idle; sl_pipe_source_emit switches to busy.
@@ -160,9 +167,10 @@ item_view(const sl__pipe_item *item, sl_pipe_record *rec)
 }
 
 // Processes one input of an operator. The item's reference is released here (or moved into a
-// window); the item's memory is freed by the caller.
+// window); the item's memory is freed by the caller unless *moved (a filter passed the item
+// itself downstream).
 static int
-operator_one(sl__pipe_instance *inst, sl__pipe_item *item)
+operator_one(sl__pipe_instance *inst, sl__pipe_item *item, bool *moved)
 {
     sl_pipe_stage *s = inst->stage;
     sl_pipe_record rec;
@@ -176,7 +184,16 @@ operator_one(sl__pipe_instance *inst, sl__pipe_item *item)
         err = s->process_fn(&inst->ctx, &rec, inst->state);
         break;
     case SL__PIPE_FILTER:
-        if (s->filter_fn(&rec, inst->state)) {
+        if (!s->filter_fn(&rec, inst->state)) {
+            break;
+        }
+        err = sl__pipe_route_move(inst, item);
+        if (err == SL_OK) {
+            *moved = true;
+            inst->ctx.input_track = NULL;
+            return SL_OK;
+        }
+        if (err == SL_ENOTSUP) {
             err = sl_pipe_emit(&inst->ctx, &rec);
         }
         break;
@@ -234,11 +251,15 @@ batch_run(sl__pipe_instance *inst, sl__pipe_item **items, uint32_t n)
     uint32_t i = 0;
     for (; i < n && err == SL_OK; i++) {
         sl__pipe_item *item = items[i];
-        err = s->kind == SL__PIPE_SINK ? sink_one(inst, item) : operator_one(inst, item);
-        int64_t latency = sl_now_ns() - item->enqueued_ns;
-        sl_histogram_record(s->latency, (uint64_t)SL_MAX(latency, 0));
+        int64_t enqueued_ns = item->enqueued_ns;
+        bool moved = false;
+        err = s->kind == SL__PIPE_SINK ? sink_one(inst, item) : operator_one(inst, item, &moved);
+        inst->now_ns = sl_now_ns();
+        int64_t latency = inst->now_ns - enqueued_ns;
         sl_histogram_record(s->latency_window, (uint64_t)SL_MAX(latency, 0));
-        sl_free(item, sl__pipe_item_bytes(item));
+        if (!moved) {
+            sl_free(item, sl__pipe_item_bytes(item));
+        }
         sl_counter_inc(&inst->in_total);
         // Credit back record by record, so a slow stage's upstream refills as it goes.
         sl__pipe_credit_return(inst, 1, false);
@@ -277,7 +298,7 @@ static void
 sink_idle(sl__pipe_instance *inst, int64_t *last_poll)
 {
     const sl_pipe_sink_ops *ops = inst->stage->sink_ops;
-    int64_t now = sl_now_ns();
+    int64_t now = inst->now_ns;
     if (ops->poll != NULL && now - *last_poll >= SL_PIPE_TICK_NS) {
         ops->poll(inst->state, now);
         *last_poll = now;
@@ -322,12 +343,20 @@ input_run(sl__pipe_instance *inst)
         if (park_check(inst)) {
             return; // retired by a rescale: its downstream counts were adjusted there
         }
-        sl__pipe_instance_enter(inst, SL_TIME_IDLE);
         uint32_t n = 0;
+        // Try first: a stage that keeps finding input stays busy without reading the clock.
         int err = sl_channel_pop_batch(inst->input, (void **)items, NULL, SL_PIPE_BATCH_MAX, &n,
-                                       sl_now_ns() + wait_ns);
+                                       SL_DEADLINE_NOW);
+        if (err == SL_EAGAIN) {
+            sl__pipe_instance_enter(inst, SL_TIME_IDLE);
+            err = sl_channel_pop_batch(inst->input, (void **)items, NULL, SL_PIPE_BATCH_MAX, &n,
+                                       inst->now_ns + wait_ns);
+        }
         if (err == SL_ECLOSED) {
             break;
+        }
+        if (err == SL_ETIMEDOUT) {
+            inst->now_ns = sl_now_ns();
         }
         if (err == SL_OK) {
             sl__pipe_instance_enter(inst, SL_TIME_BUSY);

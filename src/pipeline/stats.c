@@ -134,7 +134,11 @@ sl__pipeline_sample(sl_pipeline *p, int64_t now_ns)
         uint64_t in = 0;
         uint64_t out = 0;
         totals(s, &in, &out);
+        // The last second's latencies go into the lifetime histogram (exported); a value
+        // recorded in the instant between the merge and the reset may be lost (one record
+        // path, not two, is worth it).
         double p99 = (double)sl_histogram_quantile(s->latency_window, 0.99) * 1e-9;
+        sl_histogram_merge(s->latency, s->latency_window);
         sl_histogram_reset(s->latency_window);
         pthread_mutex_lock(&p->stats_mutex);
         sl__pipe_sample *sm = &s->sample;
@@ -451,5 +455,27 @@ sl__pipeline_metrics_unregister(sl_pipeline *p)
             SL_ASSERT(rc == SL_OK);
         }
         s->series_count = 0;
+    }
+}
+
+void
+sl__pipeline_endpoint_stats(sl_pipeline *p, sl_metrics_registry *registry)
+{
+    if (!p->started || registry == NULL) {
+        return;
+    }
+    for (uint32_t t = 0; t < p->stage_count; t++) {
+        sl_pipe_stage *s = p->topo[t];
+        for (uint32_t i = 0; i < active_count(s); i++) {
+            void *state = s->instances[i].state;
+            if (state == NULL) {
+                continue;
+            }
+            if (s->kind == SL__PIPE_SOURCE && s->source_ops->stats != NULL) {
+                s->source_ops->stats(state, registry, s->name);
+            } else if (s->kind == SL__PIPE_SINK && s->sink_ops->stats != NULL) {
+                s->sink_ops->stats(state, registry, s->name);
+            }
+        }
     }
 }

@@ -232,8 +232,8 @@ entry_emit(sl__pipe_instance *inst, window_entry *e)
         return SL_ENOMEM;
     }
     e->ref_count = 0; // moved into the group
-    entry_free(e, false);
     int err = sl__pipe_route_emit(inst, &rec, g);
+    entry_free(e, false); // after the emit: rec.key points into it
     if (err != SL_OK) {
         sl__pipe_track_poison(g);
     }

@@ -24,6 +24,7 @@
 #define RECORDS     6000u
 #define KEYS        16u
 #define QUEUE       64u
+#define QUEUE_BYTES (64u << 10)
 #define SINK_US     100
 #define WAIT_MS     120000
 #define SAMPLE_NS   INT64_C(5000000)
@@ -93,6 +94,7 @@ add_map(sl_pipeline *p, const char *name, uint32_t parallelism)
     sl_pipe_stage_config_init(&mc);
     mc.parallelism = parallelism;
     mc.queue_records = QUEUE;
+    mc.queue_bytes = QUEUE_BYTES;
     sl_pipe_stage *st = NULL;
     assert_int_equal(sl_pipeline_add_process(p, name, identity, NULL, &mc, &st), SL_OK);
     return st;
@@ -136,6 +138,7 @@ test_flow_slow_sink_paces_the_source_within_bounds(void **state)
     sl_pipe_stage_config sc;
     sl_pipe_stage_config_init(&sc);
     sc.queue_records = QUEUE;
+    sc.queue_bytes = QUEUE_BYTES;
     sl_pipe_stage *sink = NULL;
     assert_int_equal(
         sl_pipeline_add_sink(p, "sink", sl_pipe_find_sink("callback"), &out, &sc, &sink), SL_OK);
@@ -196,6 +199,7 @@ test_flow_explain_names_the_delay_stage(void **state)
     sl_pipe_stage_config dc;
     sl_pipe_stage_config_init(&dc);
     dc.queue_records = QUEUE;
+    dc.queue_bytes = QUEUE_BYTES;
     sl_pipe_stage *slow = NULL;
     assert_int_equal(sl_pipeline_add_process(p, "slow", sl_pipe_op_delay, &delay, &dc, &slow),
                      SL_OK);

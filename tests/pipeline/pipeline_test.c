@@ -254,6 +254,21 @@ test_pipeline_start_checks_the_graph(void **state)
     assert_int_equal(sl_pipeline_start(p, err, sizeof(err)), SL_EINVAL);
     assert_non_null(strstr(err, "rate"));
     sl_pipeline_free(p);
+
+    // A budget smaller than the sink's channel (4 MiB of queue_bytes by default) fails at start.
+    sl_pipeline_config pc;
+    sl_pipeline_config_init(&pc);
+    pc.memory_budget_bytes = 3u << 20;
+    assert_int_equal(sl_pipeline_new(&pc, &p), SL_OK);
+    gen.option_count = 0;
+    assert_int_equal(sl_pipeline_add_source(p, "gen", sl_pipe_find_source("gen"), &gen, NULL, &src),
+                     SL_OK);
+    assert_int_equal(
+        sl_pipeline_add_sink(p, "sink", sl_pipe_find_sink("callback"), &out, NULL, &sink), SL_OK);
+    assert_int_equal(sl_pipeline_connect(p, src, sink, SL_ROUTE_FORWARD), SL_OK);
+    assert_int_equal(sl_pipeline_start(p, err, sizeof(err)), SL_EFULL);
+    assert_non_null(strstr(err, "sink: memory budget too small"));
+    sl_pipeline_free(p);
     free(s);
 }
 

@@ -149,10 +149,11 @@ typedef struct rig {
 } rig;
 
 static void
-rig_build(rig *r, lab *l, uint32_t queue_records)
+rig_build(rig *r, lab *l, uint32_t queue_records, uint32_t inflight_max)
 {
     sl_pipeline_config pc;
     sl_pipeline_config_init(&pc);
+    pc.source_inflight_max = inflight_max;
     assert_int_equal(sl_pipeline_new(&pc, &r->p), SL_OK);
     sl_pipe_endpoint in = {.uri = "lab:", .user = l};
     assert_int_equal(sl_pipeline_add_source(r->p, "lab", &lab_ops, &in, NULL, &r->src), SL_OK);
@@ -221,7 +222,7 @@ test_track_broadcast_commits_only_when_every_copy_is_done(void **state)
         l->expected[i] = 2;
     }
     rig r;
-    rig_build(&r, l, 64);
+    rig_build(&r, l, 64, 0);
     sl_pipe_stage_config mc;
     sl_pipe_stage_config_init(&mc);
     mc.parallelism = 2;
@@ -243,7 +244,7 @@ test_track_filter_completes_drops_and_flat_map_waits_for_all(void **state)
         l->expected[i] = i % 2 == 0 ? 3 : 0;
     }
     rig r;
-    rig_build(&r, l, 16);
+    rig_build(&r, l, 16, 0);
     sl_pipe_stage *filter = NULL;
     sl_pipe_stage *flat = NULL;
     assert_int_equal(sl_pipeline_add_filter(r.p, "even", drop_odd, NULL, NULL, &filter), SL_OK);
@@ -262,7 +263,7 @@ test_track_window_holds_commits_until_its_record_is_done(void **state)
     lab *l = lab_new(RECORDS);
     l->window = true;
     rig r;
-    rig_build(&r, l, 64);
+    rig_build(&r, l, 64, 0);
     sl_pipe_stage_config wc;
     sl_pipe_stage_config_init(&wc);
     wc.parallelism = 2;
@@ -278,6 +279,26 @@ test_track_window_holds_commits_until_its_record_is_done(void **state)
     free(l);
 }
 
+// The window holds more inputs than the tracking table has entries: the source pauses, the
+// watermark's wall-clock advance closes the windows, their records complete, and it resumes.
+static void
+test_track_window_larger_than_the_tracking_table_still_flows(void **state)
+{
+    (void)state;
+    lab *l = lab_new(3000);
+    l->window = true;
+    rig r;
+    rig_build(&r, l, 64, 256);
+    sl_pipe_stage *win = NULL;
+    assert_int_equal(
+        sl_pipeline_add_window(r.p, "count", SL_WINDOW_COUNT, 20, NULL, NULL, NULL, &win), SL_OK);
+    assert_int_equal(sl_pipeline_connect(r.p, r.src, win, SL_ROUTE_KEY_HASH), SL_OK);
+    assert_int_equal(sl_pipeline_connect(r.p, win, r.sink, SL_ROUTE_FORWARD), SL_OK);
+    rig_run_and_check(&r, l);
+    assert_int_equal(atomic_load(&l->window_sum), 3000);
+    free(l);
+}
+
 int
 main(void)
 {
@@ -285,6 +306,7 @@ main(void)
         cmocka_unit_test(test_track_broadcast_commits_only_when_every_copy_is_done),
         cmocka_unit_test(test_track_filter_completes_drops_and_flat_map_waits_for_all),
         cmocka_unit_test(test_track_window_holds_commits_until_its_record_is_done),
+        cmocka_unit_test(test_track_window_larger_than_the_tracking_table_still_flows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
