@@ -343,7 +343,7 @@ sl_pipeline_start(sl_pipeline *p, char *err, size_t err_size)
     }
     rc = sl__pipe_autoscale_attach(p);
     if (rc != SL_OK) {
-        err_set(err, err_size, "bad autoscale configuration", NULL);
+        sl__pipe_err_set(err, err_size, "bad autoscale configuration", NULL);
         return rc;
     }
     p->started = true;
