@@ -25,14 +25,16 @@
 #define PER_INSTANCE_S (1e9 / (double)COST_NS)
 // The delay op sleeps once it owes this much work (fewer, longer sleeps: precise rates).
 #define DELAY_SLEEP_MIN_NS MS
-// Pacing time a source may catch up after it was held back: more would let it emit a backlog in
-// a burst after each pause, and the autoscaler, which credits a source with its output per
-// second it was not held back, would see a rate above the offered one. Covers a sleep's
-// overshoot (the timer slack) so that an unblocked source keeps its rate.
-#define PACE_SLACK_NS (300 * INT64_C(1000))
-#define DECISIONS_MAX 64u
-#define PHASE_POLL_MS 200
-#define SCRAPE_BYTES  (256u << 10)
+// Longer than this between two polls means the runtime held the source back (no credit): that
+// time is not owed, or the source would emit a backlog in a burst after each pause and look
+// faster than its rate to the autoscaler (which credits a source with its output per second it
+// was not held back). Time lost in its own sleeps (timer slack, a loaded machine) is caught up.
+#define PACE_HELD_NS (300 * INT64_C(1000))
+// Most backlog the source catches up at once.
+#define PACE_BACKLOG_MAX_NS (20 * MS)
+#define DECISIONS_MAX       64u
+#define PHASE_POLL_MS       200
+#define SCRAPE_BYTES        (256u << 10)
 
 // ---- a source whose rate the test changes -----------------------------------------------------
 
@@ -45,7 +47,8 @@ typedef struct paced_shared {
 
 typedef struct paced_state {
     paced_shared *shared;
-    int64_t next_due_ns;
+    int64_t next_due_ns; // when the next record is due
+    int64_t returned_ns; // when poll last returned; 0: never called
     uint64_t seq;
 } paced_state;
 
@@ -79,14 +82,15 @@ static int
 paced_poll(void *state, sl_pipe_ctx *ctx, uint32_t max_records, int64_t deadline_ns)
 {
     paced_state *st = state;
-    if (max_records == 0) {
-        return 0;
-    }
     int64_t now = sl_now_ns();
-    int64_t gap_ns = (int64_t)(1e9 / (double)atomic_load(&st->shared->rate_per_s));
-    if (st->next_due_ns < now - PACE_SLACK_NS) {
+    int64_t away = now - st->returned_ns;
+    if (st->returned_ns == 0) {
         st->next_due_ns = now;
+    } else if (max_records == 0 || away > PACE_HELD_NS) {
+        st->next_due_ns += away;
     }
+    st->next_due_ns = SL_MAX(st->next_due_ns, now - PACE_BACKLOG_MAX_NS);
+    int64_t gap_ns = (int64_t)(1e9 / (double)atomic_load(&st->shared->rate_per_s));
     uint32_t n = 0;
     char value[16] = {0};
     while (n < max_records && st->next_due_ns <= now) {
@@ -99,8 +103,11 @@ paced_poll(void *state, sl_pipe_ctx *ctx, uint32_t max_records, int64_t deadline
         st->next_due_ns += gap_ns;
         n++;
     }
-    sleep_until(SL_MIN(st->next_due_ns, deadline_ns));
-    return n > 0 ? (int)n : SL_EAGAIN;
+    if (max_records > 0) {
+        sleep_until(SL_MIN(st->next_due_ns, deadline_ns));
+    }
+    st->returned_ns = sl_now_ns();
+    return n > 0 ? (int)n : (max_records == 0 ? 0 : SL_EAGAIN);
 }
 
 static void
