@@ -2,16 +2,24 @@
 // the computed parallelism in at most 3 decisions, a step down scales down, noisy measurements
 // over 50 intervals do not make it oscillate, a stage held at max reports the overload as
 // backpressure once, and a filter's selectivity halves what the stages after it are sized for.
+// Then, briefly, the autoscaler attached to a running pipeline (also run under TSan).
+// ctest-labels: concurrent
 #include "support/test_util.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <sluice/error.h>
+#include <sluice/metrics.h>
+#include <sluice/pipeline.h>
 
 #include "core/util.h"
 #include "pipeline/autoscale.h"
+#include "pipeline/builtin_ops.h"
+#include "pipeline/pipeline_internal.h"
 
 #define S          1000000000ll
 #define SIM_STAGES 4u
@@ -373,6 +381,137 @@ test_autoscale_fan_out_counts_copies_per_edge(void **state)
     sim_fini(&sm);
 }
 
+// ---- attached to a running pipeline
+// --------------------------------------------------------------
+
+#define RUN_WAIT_MS    15000
+#define RUN_POLL_MS    100
+#define RUN_SCRAPE_MAX (256u << 10)
+
+typedef struct run_decisions {
+    pthread_mutex_t mutex;
+    uint32_t count;
+    sl_pipe_scale_decision first;
+} run_decisions;
+
+static void
+run_on_decision(const sl_pipe_scale_decision *d, void *user)
+{
+    run_decisions *rd = user;
+    pthread_mutex_lock(&rd->mutex);
+    if (rd->count++ == 0) {
+        rd->first = *d;
+    }
+    pthread_mutex_unlock(&rd->mutex);
+}
+
+static int
+run_sink(const sl_pipe_record *record, uint32_t instance, void *user)
+{
+    (void)record;
+    (void)instance;
+    (void)user;
+    return SL_OK;
+}
+
+// gen (2,000/s) -> delay (1 ms a record, slept) -> sink: the delay needs 2,000 / (~950 * 0.8)
+// = 2.6 instances, bounded by 3.
+static sl_pipeline *
+run_build(const sl_pipeline_config *cfg, sl_pipe_stage **delay_out)
+{
+    static const sl_pipe_option gen_opts[] = {{"rate", "2000"}};
+    static sl_pipe_delay_config delay_cfg = {.per_record_ns = 1000000, .spin = false};
+    static sl_pipe_callback_sink cb = {.fn = run_sink};
+    sl_pipeline *p = NULL;
+    assert_int_equal(sl_pipeline_new(cfg, &p), SL_OK);
+    sl_pipe_endpoint gen = {.uri = "gen:", .options = gen_opts, .option_count = 1};
+    sl_pipe_stage *src = NULL;
+    assert_int_equal(sl_pipeline_add_source(p, "gen", sl_pipe_find_source("gen"), &gen, NULL, &src),
+                     SL_OK);
+    sl_pipe_stage_config dc;
+    sl_pipe_stage_config_init(&dc);
+    dc.parallelism_min = 1;
+    dc.parallelism_max = 3;
+    assert_int_equal(
+        sl_pipeline_add_process(p, "delay", sl_pipe_op_delay, &delay_cfg, &dc, delay_out), SL_OK);
+    sl_pipe_endpoint dst = {.uri = "callback:", .user = &cb};
+    sl_pipe_stage *sink = NULL;
+    assert_int_equal(
+        sl_pipeline_add_sink(p, "sink", sl_pipe_find_sink("callback"), &dst, NULL, &sink), SL_OK);
+    assert_int_equal(sl_pipeline_connect(p, src, *delay_out, SL_ROUTE_ROUND_ROBIN), SL_OK);
+    assert_int_equal(sl_pipeline_connect(p, *delay_out, sink, SL_ROUTE_ROUND_ROBIN), SL_OK);
+    return p;
+}
+
+static void
+test_autoscale_rejects_bad_config_at_start(void **state)
+{
+    (void)state;
+    sl_pipeline_config cfg;
+    sl_pipeline_config_init(&cfg);
+    cfg.autoscale.enabled = true;
+    cfg.autoscale.target_utilization = 2.0;
+    sl_pipe_stage *delay = NULL;
+    sl_pipeline *p = run_build(&cfg, &delay);
+    char err[128];
+    assert_int_equal(sl_pipeline_start(p, err, sizeof(err)), SL_EINVAL);
+    assert_non_null(strstr(err, "autoscale"));
+    sl__pipe_autoscale_step(p, sl_now_ns()); // not attached: does nothing
+    sl_pipeline_free(p);
+}
+
+static void
+test_autoscale_scales_a_running_pipeline(void **state)
+{
+    (void)state;
+    run_decisions rd = {.count = 0};
+    pthread_mutex_init(&rd.mutex, NULL);
+    sl_metrics_registry *reg = NULL;
+    assert_int_equal(sl_metrics_registry_new(NULL, &reg), SL_OK);
+    sl_pipeline_config cfg;
+    sl_pipeline_config_init(&cfg);
+    cfg.name = "run";
+    cfg.registry = reg;
+    cfg.decision_cb = run_on_decision;
+    cfg.decision_user = &rd;
+    cfg.autoscale = (sl_pipe_autoscale_config){.enabled = true,
+                                               .interval_ms = 1000,
+                                               .cooldown_ms = 2000,
+                                               .target_utilization = 0.8,
+                                               .tolerance = 0.1};
+    sl_pipe_stage *delay = NULL;
+    sl_pipeline *p = run_build(&cfg, &delay);
+    char err[128];
+    assert_int_equal(sl_pipeline_start(p, err, sizeof(err)), SL_OK);
+    static char scrape[RUN_SCRAPE_MAX];
+    size_t len = 0;
+    // Scrapes while the controller registers and counts (the race TSan looks for).
+    for (int waited = 0; waited < RUN_WAIT_MS && sl__pipe_stage_parallelism(delay) < 2;
+         waited += RUN_POLL_MS) {
+        assert_int_equal(
+            sl_metrics_encode_prometheus(reg, sl_now_ns(), scrape, sizeof(scrape), &len), SL_OK);
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = RUN_POLL_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(sl__pipe_stage_parallelism(delay) >= 2);
+    pthread_mutex_lock(&rd.mutex);
+    assert_true(rd.count >= 1);
+    assert_string_equal(rd.first.stage, "delay");
+    assert_int_equal(rd.first.from, 1);
+    assert_true(rd.first.to >= 2 && rd.first.to <= 3);
+    assert_true(fabs(rd.first.offered_per_s - 2000.0) < 1.0); // the generator's configured rate
+    assert_non_null(strstr(rd.first.reason, "true rate"));
+    pthread_mutex_unlock(&rd.mutex);
+    assert_int_equal(sl_metrics_encode_prometheus(reg, sl_now_ns(), scrape, sizeof(scrape), &len),
+                     SL_OK);
+    assert_non_null(strstr(scrape, "sluice_pipeline_autoscale_decisions_total{pipeline=\"run\","
+                                   "stage=\"delay\",direction=\"up\"} "));
+    sl_pipeline_stop(p, false, sl_deadline_after_ms(5000));
+    sl_pipeline_free(p);
+    sl_metrics_registry_free(reg);
+    pthread_mutex_destroy(&rd.mutex);
+}
+
 int
 main(void)
 {
@@ -387,6 +526,8 @@ main(void)
         cmocka_unit_test(test_autoscale_fan_in_sums_upstream),
         cmocka_unit_test(test_autoscale_fan_out_counts_copies_per_edge),
         cmocka_unit_test(test_autoscale_cool_down_delays_the_next_change),
+        cmocka_unit_test(test_autoscale_rejects_bad_config_at_start),
+        cmocka_unit_test(test_autoscale_scales_a_running_pipeline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
