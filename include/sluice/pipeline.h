@@ -189,7 +189,7 @@ typedef void (*sl_pipe_decision_cb)(const sl_pipe_scale_decision *d, void *user)
 
 typedef struct sl_pipeline_config {
     const char *name;             // metrics label (default "pipeline")
-    uint64_t memory_budget_bytes; // all channels together (default 256 MiB)
+    uint64_t memory_budget_bytes; // channels and tracking tables together (default 256 MiB)
     sl_pipe_autoscale_config autoscale;
     sl_pipe_decision_cb decision_cb; // optional, on the controller thread
     void *decision_user;
@@ -263,21 +263,24 @@ typedef struct sl_pipe_stage_stats {
     double idle_ms_per_s;
     double in_per_s;
     double out_per_s;
-    double queue_fill;       // 0..1, fullest instance's input channel
-    uint64_t queued_records; // all instances' input channels
+    double queue_fill;       // 0..1, fullest instance: records held (queued + being processed)
+                             // over its queue capacity (what credit bounds)
+    uint64_t queued_records; // held by all instances (queued + being processed)
     uint64_t queue_capacity_records;
     uint64_t records_in_total;
     uint64_t records_out_total;
-    double latency_p99_s; // time a record spends in the stage (queue + processing)
+    double latency_p99_s;     // time a record spends in the stage (queue + processing)
+    double busy_max_ms_per_s; // the busiest instance (a hot key shows here, not in the average)
 } sl_pipe_stage_stats;
 
 // Fills up to cap stage stats in topological order; *count_out gets the number of stages.
 SL_API void sl_pipeline_stats(sl_pipeline *p, sl_pipe_stage_stats *out, size_t cap,
                               size_t *count_out);
 
-// Writes the bottleneck report into buf: the stage that is busy (near 100%) while everything
-// upstream is backpressured, with the evidence per stage; or "no bottleneck". Returns the
-// bottleneck stage's index, or -1.
+// Writes the bottleneck report into buf: the stage that is busy (near 100%; its busiest
+// instance, so a hot key counts) while everything upstream is backpressured, with the evidence
+// per stage; or "no bottleneck". Returns the bottleneck stage's index (topological order, as
+// sl_pipeline_stats), or -1.
 SL_API int sl_pipeline_explain(sl_pipeline *p, char *buf, size_t size);
 
 #endif

@@ -23,9 +23,9 @@ typedef struct ratelimit_state {
 } ratelimit_state;
 
 int
-sl_pipe_op_delay(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
+sl__pipe_op_delay(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
 {
-    const sl_pipe_delay_config *cfg = state;
+    const sl__pipe_delay_config *cfg = state;
     int64_t until = sl_now_ns() + (int64_t)cfg->per_record_ns;
     if (cfg->spin) {
         // Bounded by until.
@@ -39,10 +39,10 @@ sl_pipe_op_delay(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
 }
 
 void *
-sl_pipe_op_sample_init(void *user, uint32_t instance)
+sl__pipe_op_sample_init(void *user, uint32_t instance)
 {
     SL_UNUSED(instance);
-    const sl_pipe_sample_config *cfg = user;
+    const sl__pipe_sample_config *cfg = user;
     sample_state *st = sl_calloc(1, sizeof(*st));
     if (st != NULL) {
         st->keep_one_in = cfg->keep_one_in > 0 ? cfg->keep_one_in : 1;
@@ -51,13 +51,13 @@ sl_pipe_op_sample_init(void *user, uint32_t instance)
 }
 
 void
-sl_pipe_op_sample_fini(void *state)
+sl__pipe_op_sample_fini(void *state)
 {
     sl_free(state, sizeof(sample_state));
 }
 
 int
-sl_pipe_op_sample(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
+sl__pipe_op_sample(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
 {
     sample_state *st = state;
     if (st->seen++ % st->keep_one_in == 0) {
@@ -69,10 +69,10 @@ sl_pipe_op_sample(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
 }
 
 void *
-sl_pipe_op_ratelimit_init(void *user, uint32_t instance)
+sl__pipe_op_ratelimit_init(void *user, uint32_t instance)
 {
     SL_UNUSED(instance);
-    const sl_pipe_ratelimit_config *cfg = user;
+    const sl__pipe_ratelimit_config *cfg = user;
     uint64_t burst = cfg->burst > 0 ? cfg->burst : SL_MAX(cfg->rate_per_s / 100, 1);
     ratelimit_state *st = sl_calloc(1, sizeof(*st));
     if (st == NULL) {
@@ -86,13 +86,13 @@ sl_pipe_op_ratelimit_init(void *user, uint32_t instance)
 }
 
 void
-sl_pipe_op_ratelimit_fini(void *state)
+sl__pipe_op_ratelimit_fini(void *state)
 {
     sl_free(state, sizeof(ratelimit_state));
 }
 
 int
-sl_pipe_op_ratelimit(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
+sl__pipe_op_ratelimit(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
 {
     ratelimit_state *st = state;
     sl__pipe_instance *inst = ctx->instance;

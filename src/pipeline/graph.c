@@ -70,6 +70,7 @@ sl_pipeline_new(const sl_pipeline_config *cfg, sl_pipeline **out)
     }
     pthread_mutex_init(&p->mutex, NULL);
     pthread_mutex_init(&p->join_mutex, NULL);
+    pthread_mutex_init(&p->stop_mutex, NULL);
     pthread_mutex_init(&p->stats_mutex, NULL);
     pthread_mutex_init(&p->rescale_mutex, NULL);
     sl__pipe_cond_init(&p->cond);

@@ -190,15 +190,25 @@ sl__pipe_instance_spawn(sl_pipe_stage *s, uint32_t i)
 {
     sl_pipeline *p = s->pipeline;
     sl__pipe_instance *inst = &s->instances[i];
+    // Under the join mutex: a stop that already joined everything must not miss a thread a
+    // rescale starts after it.
+    pthread_mutex_lock(&p->join_mutex);
+    if (p->joined) {
+        pthread_mutex_unlock(&p->join_mutex);
+        return SL_ECLOSED;
+    }
     pthread_mutex_lock(&p->mutex);
     p->running++;
     pthread_mutex_unlock(&p->mutex);
+    int err = SL_OK;
     if (pthread_create(&inst->thread, NULL, sl__pipe_instance_main, inst) != 0) {
         sl__pipeline_instance_finished(p);
-        return SL_ENOMEM;
+        err = SL_ENOMEM;
+    } else {
+        inst->thread_started = true;
     }
-    inst->thread_started = true;
-    return SL_OK;
+    pthread_mutex_unlock(&p->join_mutex);
+    return err;
 }
 
 // Releases what prepare made, except the source tracking table (freed last, after every
@@ -262,7 +272,7 @@ void
 sl__pipeline_set_controller(sl_pipeline *p, sl__pipe_controller_fn fn,
                             sl__pipe_controller_free_fn free_fn, void *state)
 {
-    SL_ASSERT(!p->started);
+    SL_ASSERT(!p->controller_started);
     p->controller_fn = fn;
     p->controller_free = free_fn;
     p->controller_state = state;
@@ -384,10 +394,19 @@ sl_pipeline_wait(sl_pipeline *p, int64_t deadline_ns)
     return err;
 }
 
+// Joins the controller first (a rescale it runs starts and joins instances), then every
+// instance. One caller at a time (stop_mutex).
 static void
 join_all(sl_pipeline *p)
 {
+    pthread_mutex_lock(&p->stop_mutex);
+    if (p->controller_started) {
+        atomic_store(&p->controller_stop, 1);
+        pthread_join(p->controller, NULL);
+        p->controller_started = false;
+    }
     pthread_mutex_lock(&p->join_mutex);
+    p->joined = true;
     for (uint32_t t = 0; t < p->stage_count; t++) {
         sl_pipe_stage *s = p->topo[t];
         for (uint32_t i = 0; i < SL_PIPE_PARALLELISM_MAX; i++) {
@@ -397,18 +416,12 @@ join_all(sl_pipeline *p)
                 inst->thread_joined = true;
             }
         }
-    }
-    if (p->controller_started) {
-        atomic_store(&p->controller_stop, 1);
-        pthread_join(p->controller, NULL);
-        p->controller_started = false;
-        // The last latencies into the exported histograms (every instance has stopped).
-        for (uint32_t t = 0; t < p->stage_count; t++) {
-            sl_histogram_merge(p->topo[t]->latency, p->topo[t]->latency_window);
-            sl_histogram_reset(p->topo[t]->latency_window);
-        }
+        // The last latencies into the exported histogram (every instance has stopped).
+        sl_histogram_merge(s->latency, s->latency_window);
+        sl_histogram_reset(s->latency_window);
     }
     pthread_mutex_unlock(&p->join_mutex);
+    pthread_mutex_unlock(&p->stop_mutex);
 }
 
 void
@@ -461,6 +474,7 @@ sl_pipeline_free(sl_pipeline *p)
     sl_budget_free(p->budget);
     pthread_mutex_destroy(&p->mutex);
     pthread_mutex_destroy(&p->join_mutex);
+    pthread_mutex_destroy(&p->stop_mutex);
     pthread_mutex_destroy(&p->stats_mutex);
     pthread_mutex_destroy(&p->rescale_mutex);
     pthread_cond_destroy(&p->cond);

@@ -258,9 +258,10 @@ struct sl_pipeline {
     pthread_mutex_t mutex;         // guards running, joined, and the topology during rescale
     pthread_cond_t cond;           // signalled when an instance finishes or an error is set
     uint32_t running;              // instance threads not finished
-    bool joined;
-    pthread_mutex_t join_mutex;  // one joiner at a time (stop may race free or another stop)
-    pthread_mutex_t stats_mutex; // guards the stages' samples
+    bool joined;                   // (join_mutex) stop joined every instance: no more spawns
+    pthread_mutex_t join_mutex;    // instance thread creation and joining (stop, rescale)
+    pthread_mutex_t stop_mutex;    // one sl_pipeline_stop at a time
+    pthread_mutex_t stats_mutex;   // guards the stages' samples
     pthread_mutex_t rescale_mutex;
     pthread_t controller;
     bool controller_started;
@@ -312,7 +313,9 @@ void sl__pipeline_metrics_unregister(sl_pipeline *p);
 void sl__pipeline_endpoint_stats(sl_pipeline *p, sl_metrics_registry *registry);
 
 // The autoscaler attaches here: fn runs on the controller thread once a second after the
-// stats sample, free_fn(state) when the pipeline is freed. Call before sl_pipeline_start.
+// stats sample (it may call sl__pipe_stage_rescale), free_fn(state) when the pipeline is freed.
+// Call before the controller thread starts: before sl_pipeline_start, or inside it before
+// the controller is created (e.g. when cfg.autoscale.enabled).
 void sl__pipeline_set_controller(sl_pipeline *p, sl__pipe_controller_fn fn,
                                  sl__pipe_controller_free_fn free_fn, void *state);
 

@@ -170,8 +170,9 @@ rescale_finish(sl_pipe_stage *s, uint32_t from, uint32_t to)
 {
     sl_pipeline *p = s->pipeline;
     for (uint32_t i = from; i < to; i++) {
-        if (sl__pipe_instance_spawn(s, i) != SL_OK) {
-            sl__pipeline_fail(p, SL_ENOMEM);
+        int err = sl__pipe_instance_spawn(s, i);
+        if (err != SL_OK && err != SL_ECLOSED) { // ECLOSED: the pipeline is stopping anyway
+            sl__pipeline_fail(p, err);
         }
     }
     for (uint32_t i = to; i < from; i++) {

@@ -14,6 +14,8 @@
 // An upstream stage backpressured at least this many ms per second is held back by its
 // downstream.
 #define STATS_BACKPRESSURED_MS 300.0
+// The busiest instance ahead of the average by more than this reads as uneven keys.
+#define STATS_SKEW_MS 200.0
 
 static uint32_t
 active_count(const sl_pipe_stage *s)
@@ -36,6 +38,7 @@ time_fill(sl_pipe_stage *s, sl_pipe_stage_stats *out, int64_t now)
         for (uint32_t k = 0; k < SL_TIME_STATE_COUNT; k++) {
             sum[k] += ts.ms_per_s[k];
         }
+        out->busy_max_ms_per_s = SL_MAX(out->busy_max_ms_per_s, (double)ts.ms_per_s[SL_TIME_BUSY]);
         counted++;
     }
     if (counted > 0) {
@@ -196,18 +199,20 @@ explain_pick(const sl_pipeline *p, const sl_pipe_stage_stats *st)
     int source_best = -1;
     for (uint32_t t = 0; t < p->stage_count; t++) {
         const sl_pipe_stage *s = p->topo[t];
-        if (st[t].busy_ms_per_s < STATS_BUSY_MS) {
+        // The busiest instance decides: with a hot key one instance is the limit while the
+        // average looks moderate.
+        double busy = st[t].busy_max_ms_per_s;
+        if (busy < STATS_BUSY_MS) {
             continue;
         }
         if (s->kind == SL__PIPE_SOURCE) {
             // A source busy with its own work is the limit only when nothing downstream is.
-            if (source_best < 0 || st[t].busy_ms_per_s > st[source_best].busy_ms_per_s) {
+            if (source_best < 0 || busy > st[source_best].busy_max_ms_per_s) {
                 source_best = (int)t;
             }
             continue;
         }
-        if (upstream_backpressured(p, s, st) &&
-            (best < 0 || st[t].busy_ms_per_s > st[best].busy_ms_per_s)) {
+        if (upstream_backpressured(p, s, st) && (best < 0 || busy > st[best].busy_max_ms_per_s)) {
             best = (int)t;
         }
     }
@@ -228,18 +233,25 @@ sl_pipeline_explain(sl_pipeline *p, char *buf, size_t size)
     sl_pipeline_stats(p, st, SL_PIPE_STAGES_MAX, &count);
     int best = explain_pick(p, st);
     size_t len = 0;
-    len += (size_t)snprintf(buf + len, size - len, "%-20s %4s %8s %8s %8s %10s %10s %6s %10s\n",
-                            "stage", "par", "busy", "backpr", "idle", "in/s", "out/s", "queue",
-                            "p99 ms");
+    len += (size_t)snprintf(buf + len, size - len, "%-20s %4s %8s %8s %8s %8s %10s %10s %6s %10s\n",
+                            "stage", "par", "busy", "max", "backpr", "idle", "in/s", "out/s",
+                            "queue", "p99 ms");
     for (size_t t = 0; t < count && len < size; t++) {
         len += (size_t)snprintf(
-            buf + len, size - len, "%-20s %4u %8.0f %8.0f %8.0f %10.0f %10.0f %5.0f%% %10.2f%s\n",
-            st[t].name, st[t].parallelism, st[t].busy_ms_per_s, st[t].backpressured_ms_per_s,
-            st[t].idle_ms_per_s, st[t].in_per_s, st[t].out_per_s, st[t].queue_fill * 100.0,
-            st[t].latency_p99_s * 1e3, (int)t == best ? "  <- bottleneck" : "");
+            buf + len, size - len,
+            "%-20s %4u %8.0f %8.0f %8.0f %8.0f %10.0f %10.0f %5.0f%% %10.2f%s\n", st[t].name,
+            st[t].parallelism, st[t].busy_ms_per_s, st[t].busy_max_ms_per_s,
+            st[t].backpressured_ms_per_s, st[t].idle_ms_per_s, st[t].in_per_s, st[t].out_per_s,
+            st[t].queue_fill * 100.0, st[t].latency_p99_s * 1e3,
+            (int)t == best ? "  <- bottleneck" : "");
     }
     if (len < size) {
-        if (best >= 0) {
+        if (best >= 0 && st[best].busy_max_ms_per_s > st[best].busy_ms_per_s + STATS_SKEW_MS) {
+            snprintf(buf + len, size - len,
+                     "bottleneck: %s (busiest instance %.0f ms/s, average %.0f: uneven keys; "
+                     "every stage upstream backpressured)\n",
+                     st[best].name, st[best].busy_max_ms_per_s, st[best].busy_ms_per_s);
+        } else if (best >= 0) {
             snprintf(buf + len, size - len,
                      "bottleneck: %s (busy %.0f ms/s; every stage upstream backpressured)\n",
                      st[best].name, st[best].busy_ms_per_s);

@@ -168,13 +168,13 @@ test_ops_sample_keeps_one_in_n_and_counts_drops(void **state)
     static const sl_pipe_option opts[] = {{"count", "1000"}};
     rig r;
     rig_build(&r, opts, 1, NULL, &c);
-    sl_pipe_sample_config sample = {.keep_one_in = 10};
+    sl__pipe_sample_config sample = {.keep_one_in = 10};
     sl_pipe_stage_config sc;
     sl_pipe_stage_config_init(&sc);
-    sc.init = sl_pipe_op_sample_init;
-    sc.fini = sl_pipe_op_sample_fini;
-    assert_int_equal(sl_pipeline_add_process(r.p, "sample", sl_pipe_op_sample, &sample, &sc, &r.op),
-                     SL_OK);
+    sc.init = sl__pipe_op_sample_init;
+    sc.fini = sl__pipe_op_sample_fini;
+    assert_int_equal(
+        sl_pipeline_add_process(r.p, "sample", sl__pipe_op_sample, &sample, &sc, &r.op), SL_OK);
     rig_connect_start(&r);
     assert_int_equal(sl_pipeline_wait(r.p, sl_deadline_after_ms(WAIT_MS)), SL_OK);
     assert_int_equal(atomic_load(&c.total), 100);
@@ -196,12 +196,12 @@ test_ops_ratelimit_and_bursts_pace_records(void **state)
     static const sl_pipe_option opts[] = {{"count", "300"}};
     rig r;
     rig_build(&r, opts, 1, NULL, &c);
-    sl_pipe_ratelimit_config rl = {.rate_per_s = 1000, .burst = 10};
+    sl__pipe_ratelimit_config rl = {.rate_per_s = 1000, .burst = 10};
     sl_pipe_stage_config sc;
     sl_pipe_stage_config_init(&sc);
-    sc.init = sl_pipe_op_ratelimit_init;
-    sc.fini = sl_pipe_op_ratelimit_fini;
-    assert_int_equal(sl_pipeline_add_process(r.p, "rl", sl_pipe_op_ratelimit, &rl, &sc, &r.op),
+    sc.init = sl__pipe_op_ratelimit_init;
+    sc.fini = sl__pipe_op_ratelimit_fini;
+    assert_int_equal(sl_pipeline_add_process(r.p, "rl", sl__pipe_op_ratelimit, &rl, &sc, &r.op),
                      SL_OK);
     int64_t t0 = sl_now_ns();
     rig_connect_start(&r);
@@ -260,8 +260,8 @@ test_ops_stop_with_drain_commits_everything_emitted(void **state)
     seq_source seq = {.limit = 0, .committed = -1};
     rig r;
     rig_build(&r, NULL, 0, &seq, &c);
-    sl_pipe_delay_config delay = {.per_record_ns = 20000};
-    assert_int_equal(sl_pipeline_add_process(r.p, "delay", sl_pipe_op_delay, &delay, NULL, &r.op),
+    sl__pipe_delay_config delay = {.per_record_ns = 20000};
+    assert_int_equal(sl_pipeline_add_process(r.p, "delay", sl__pipe_op_delay, &delay, NULL, &r.op),
                      SL_OK);
     rig_connect_start(&r);
     assert_int_equal(sl_pipeline_wait(r.p, sl_deadline_after_ms(300)), SL_ETIMEDOUT);
@@ -274,6 +274,81 @@ test_ops_stop_with_drain_commits_everything_emitted(void **state)
     rig_free(&r);
 }
 
+static int
+fail_at_700(sl_pipe_ctx *ctx, const sl_pipe_record *in, void *state)
+{
+    (void)state;
+    uint64_t seq = 0;
+    sl__gen_decode(in, &seq, NULL);
+    return seq == 700 ? SL_EIO : sl_pipe_emit(ctx, in);
+}
+
+static int
+fail_create(const sl_pipe_endpoint *ep, uint32_t instance, uint32_t n, void **state_out, char *err,
+            size_t err_size)
+{
+    (void)ep;
+    (void)instance;
+    (void)n;
+    (void)state_out;
+    snprintf(err, err_size, "nope: no such device");
+    return SL_ENOENT;
+}
+
+static int
+never_write(void *state, const sl_pipe_record *record, sl_pipe_done_ref *done)
+{
+    (void)state;
+    (void)record;
+    (void)done;
+    return SL_EIO;
+}
+
+static const sl_pipe_sink_ops fail_sink_ops = {
+    .scheme = "fail", .create = fail_create, .write = NULL};
+
+// A process function fails while a window downstream holds inputs and records are queued
+// everywhere: the pipeline stops with the error, nothing after it commits, and free releases
+// everything (ASan checks leaks). A sink whose create fails makes start fail with its message.
+static void
+test_ops_failures_stop_cleanly(void **state)
+{
+    (void)state;
+    counter_sink c = {.fail_at = UINT64_MAX};
+    seq_source seq = {.limit = 0, .committed = -1};
+    rig r;
+    rig_build(&r, NULL, 0, &seq, &c);
+    assert_int_equal(sl_pipeline_add_process(r.p, "fail", fail_at_700, NULL, NULL, &r.op), SL_OK);
+    sl_pipe_stage *win = NULL;
+    assert_int_equal(
+        sl_pipeline_add_window(r.p, "win", SL_WINDOW_COUNT, 60000, NULL, NULL, NULL, &win), SL_OK);
+    assert_int_equal(sl_pipeline_connect(r.p, r.src, r.op, SL_ROUTE_FORWARD), SL_OK);
+    assert_int_equal(sl_pipeline_connect(r.p, r.op, win, SL_ROUTE_KEY_HASH), SL_OK);
+    assert_int_equal(sl_pipeline_connect(r.p, win, r.sink, SL_ROUTE_FORWARD), SL_OK);
+    char err[256];
+    assert_int_equal(sl_pipeline_start(r.p, err, sizeof(err)), SL_OK);
+    assert_int_equal(sl_pipeline_wait(r.p, sl_deadline_after_ms(WAIT_MS)), SL_EIO);
+    rig_free(&r);
+    assert_true(seq.committed < 700);
+
+    sl_pipeline *p = NULL;
+    assert_int_equal(sl_pipeline_new(NULL, &p), SL_OK);
+    sl_pipe_endpoint gen = {.uri = "gen:"};
+    sl_pipe_endpoint out = {.uri = "fail:"};
+    sl_pipe_stage *src = NULL;
+    sl_pipe_stage *sink = NULL;
+    assert_int_equal(sl_pipeline_add_source(p, "gen", sl_pipe_find_source("gen"), &gen, NULL, &src),
+                     SL_OK);
+    assert_int_equal(sl_pipeline_add_sink(p, "out", &fail_sink_ops, &out, NULL, &sink), SL_EINVAL);
+    sl_pipe_sink_ops ops = fail_sink_ops;
+    ops.write = never_write;
+    assert_int_equal(sl_pipeline_add_sink(p, "out", &ops, &out, NULL, &sink), SL_OK);
+    assert_int_equal(sl_pipeline_connect(p, src, sink, SL_ROUTE_FORWARD), SL_OK);
+    assert_int_equal(sl_pipeline_start(p, err, sizeof(err)), SL_ENOENT);
+    assert_non_null(strstr(err, "no such device"));
+    sl_pipeline_free(p);
+}
+
 int
 main(void)
 {
@@ -283,6 +358,7 @@ main(void)
         cmocka_unit_test(test_ops_sink_eagain_is_retried_without_loss),
         cmocka_unit_test(test_ops_sink_error_stops_and_never_commits_the_record),
         cmocka_unit_test(test_ops_stop_with_drain_commits_everything_emitted),
+        cmocka_unit_test(test_ops_failures_stop_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

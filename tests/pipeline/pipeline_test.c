@@ -102,14 +102,15 @@ typedef struct chain {
     char count_text[32];
 } chain;
 
-// gen(count) -> mid -> sink, mid built by the caller's function.
+// gen(count) -> sink (the test adds and connects what goes between), named for metrics.
 static void
-chain_build(chain *c, seen *s, uint32_t count, uint32_t sink_parallelism, sl_metrics_registry *reg)
+chain_build_named(chain *c, seen *s, uint32_t count, uint32_t sink_parallelism,
+                  sl_metrics_registry *reg, const char *name)
 {
     memset(c, 0, sizeof(*c));
     sl_pipeline_config pc;
     sl_pipeline_config_init(&pc);
-    pc.name = "test";
+    pc.name = name;
     pc.registry = reg;
     assert_int_equal(sl_pipeline_new(&pc, &c->p), SL_OK);
     snprintf(c->count_text, sizeof(c->count_text), "%u", count);
@@ -130,11 +131,22 @@ chain_build(chain *c, seen *s, uint32_t count, uint32_t sink_parallelism, sl_met
 }
 
 static void
+chain_build(chain *c, seen *s, uint32_t count, uint32_t sink_parallelism, sl_metrics_registry *reg)
+{
+    chain_build_named(c, s, count, sink_parallelism, reg, "test");
+}
+
+static void
 chain_run(chain *c)
 {
     char err[256];
     assert_int_equal(sl_pipeline_start(c->p, err, sizeof(err)), SL_OK);
     assert_int_equal(sl_pipeline_wait(c->p, sl_deadline_after_ms(WAIT_MS)), SL_OK);
+    // Credit: no stage ever held more than its queue capacity (the credit code's own mark).
+    for (uint32_t i = 0; i < sl__pipeline_stage_count(c->p); i++) {
+        sl_pipe_stage *s = sl__pipeline_stage_at(c->p, i);
+        assert_true(sl__pipe_stage_held_max(s) <= sl__pipe_stage_capacity(s));
+    }
 }
 
 static void
@@ -294,6 +306,16 @@ test_pipeline_registers_stage_metrics(void **state)
                     "1000"));
     assert_non_null(strstr(buf, "sluice_pipeline_source_commits_total"));
     assert_non_null(strstr(buf, "sluice_pipeline_stage_latency_seconds"));
+    // A second pipeline in the same registry shares the families, with its own series.
+    seen *s2 = seen_new();
+    chain c2;
+    chain_build_named(&c2, s2, 10, 1, reg, "second");
+    assert_int_equal(sl_pipeline_connect(c2.p, c2.src, c2.sink, SL_ROUTE_FORWARD), SL_OK);
+    char err[256];
+    assert_int_equal(sl_pipeline_start(c2.p, err, sizeof(err)), SL_OK);
+    assert_int_equal(sl_pipeline_wait(c2.p, sl_deadline_after_ms(WAIT_MS)), SL_OK);
+    sl_pipeline_free(c2.p);
+    free(s2);
     free(buf);
     sl_pipeline_free(c.p);
     assert_int_equal(sl_metrics_series_count(reg), 0);

@@ -69,10 +69,22 @@ typedef struct rig {
     sl_pipe_stage *sink;
     sl_pipe_callback_sink cb;
     seen *s;
+    _Atomic uint32_t bad_rescales;
 } rig;
+
+static void rig_build_opts(rig *r, bool window, const sl_pipe_option *opts, size_t opt_count,
+                           void (*before_start)(rig *r));
 
 static void
 rig_build(rig *r, bool window)
+{
+    static const sl_pipe_option opts[] = {{"count", "30000"}, {"keys", "16"}, {"rate", "15000"}};
+    rig_build_opts(r, window, opts, SL_ARRAY_LEN(opts), NULL);
+}
+
+static void
+rig_build_opts(rig *r, bool window, const sl_pipe_option *opts, size_t opt_count,
+               void (*before_start)(rig *r))
 {
     memset(r, 0, sizeof(*r));
     r->s = calloc(1, sizeof(seen));
@@ -81,8 +93,7 @@ rig_build(rig *r, bool window)
         atomic_init(&r->s->last_per_key[k], -1);
     }
     assert_int_equal(sl_pipeline_new(NULL, &r->p), SL_OK);
-    static const sl_pipe_option opts[] = {{"count", "30000"}, {"keys", "16"}, {"rate", "15000"}};
-    sl_pipe_endpoint gen = {.uri = "gen:", .options = opts, .option_count = 3};
+    sl_pipe_endpoint gen = {.uri = "gen:", .options = opts, .option_count = opt_count};
     assert_int_equal(
         sl_pipeline_add_source(r->p, "gen", sl_pipe_find_source("gen"), &gen, NULL, &r->src),
         SL_OK);
@@ -106,6 +117,9 @@ rig_build(rig *r, bool window)
         SL_OK);
     assert_int_equal(sl_pipeline_connect(r->p, r->src, r->mid, SL_ROUTE_KEY_HASH), SL_OK);
     assert_int_equal(sl_pipeline_connect(r->p, r->mid, r->sink, SL_ROUTE_KEY_HASH), SL_OK);
+    if (before_start != NULL) {
+        before_start(r);
+    }
     char err[256];
     assert_int_equal(sl_pipeline_start(r->p, err, sizeof(err)), SL_OK);
 }
@@ -191,6 +205,47 @@ test_rescale_refuses_bad_requests(void **state)
     free(r.s);
 }
 
+// A controller hook (as the autoscaler attaches) that flips the map between 1 and 2 instances.
+static void
+flip(sl_pipeline *p, void *state, int64_t now_ns)
+{
+    (void)now_ns;
+    rig *r = state;
+    (void)p;
+    uint32_t n = sl__pipe_stage_parallelism(r->mid);
+    int rc = sl__pipe_stage_rescale(r->mid, n == 1 ? 2 : 1);
+    if (rc != SL_OK && rc != SL_EBUSY) {
+        atomic_fetch_add(&r->bad_rescales, 1); // cmocka asserts only on the test's thread
+    }
+}
+
+static void
+attach_flip(rig *r)
+{
+    sl__pipeline_set_controller(r->p, flip, NULL, r);
+}
+
+static void
+test_rescale_from_the_controller_and_stop_while_it_runs(void **state)
+{
+    (void)state;
+    static const sl_pipe_option opts[] = {{"keys", "16"}, {"rate", "20000"}}; // forever
+    rig *r = calloc(1, sizeof(*r));
+    assert_non_null(r);
+    rig_build_opts(r, false, opts, SL_ARRAY_LEN(opts), attach_flip);
+    // The controller runs once a second: wait for two rescales, with room for a slow machine.
+    for (int i = 0; i < 30 && sl__pipe_stage_iteration(r->mid) < 2; i++) {
+        assert_int_equal(sl_pipeline_wait(r->p, sl_deadline_after_ms(200)), SL_ETIMEDOUT);
+    }
+    assert_true(sl__pipe_stage_iteration(r->mid) >= 2);
+    sl_pipeline_stop(r->p, false, SL_DEADLINE_NOW);
+    assert_int_equal(atomic_load(&r->bad_rescales), 0);
+    assert_int_equal(atomic_load(&r->s->out_of_order), 0);
+    sl_pipeline_free(r->p);
+    free(r->s);
+    free(r);
+}
+
 int
 main(void)
 {
@@ -198,6 +253,7 @@ main(void)
         cmocka_unit_test(test_rescale_keyed_map_keeps_order_and_loses_nothing),
         cmocka_unit_test(test_rescale_window_moves_keys_and_counts_add_up),
         cmocka_unit_test(test_rescale_refuses_bad_requests),
+        cmocka_unit_test(test_rescale_from_the_controller_and_stop_while_it_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
