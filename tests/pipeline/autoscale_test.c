@@ -420,7 +420,7 @@ static sl_pipeline *
 run_build(const sl_pipeline_config *cfg, sl_pipe_stage **delay_out)
 {
     static const sl_pipe_option gen_opts[] = {{"rate", "2000"}};
-    static sl_pipe_delay_config delay_cfg = {.per_record_ns = 1000000, .spin = false};
+    static sl__pipe_delay_config delay_cfg = {.per_record_ns = 1000000, .spin = false};
     static sl_pipe_callback_sink cb = {.fn = run_sink};
     sl_pipeline *p = NULL;
     assert_int_equal(sl_pipeline_new(cfg, &p), SL_OK);
@@ -433,7 +433,7 @@ run_build(const sl_pipeline_config *cfg, sl_pipe_stage **delay_out)
     dc.parallelism_min = 1;
     dc.parallelism_max = 3;
     assert_int_equal(
-        sl_pipeline_add_process(p, "delay", sl_pipe_op_delay, &delay_cfg, &dc, delay_out), SL_OK);
+        sl_pipeline_add_process(p, "delay", sl__pipe_op_delay, &delay_cfg, &dc, delay_out), SL_OK);
     sl_pipe_endpoint dst = {.uri = "callback:", .user = &cb};
     sl_pipe_stage *sink = NULL;
     assert_int_equal(
