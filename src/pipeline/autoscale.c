@@ -34,12 +34,12 @@ typedef struct stage_memory {
     uint32_t pool_next;  // ring slot the next reliable measurement goes to
     uint32_t pool_count; // reliable measurements so far, up to AUTOSCALE_POOL_INTERVALS
     double selectivity;  // last reliable out/in ratio; < 0: unknown
-    sl_autoscale_action pending_action; // proposal of the previous interval, KEEP: none
-    int64_t changed_ns;                 // last UP/DOWN applied; INT64_MIN: never
-    bool saturated;                     // AT_MAX already reported for the current overload episode
+    sl__autoscale_action pending_action; // proposal of the previous interval, KEEP: none
+    int64_t changed_ns;                  // last UP/DOWN applied; INT64_MIN: never
+    bool saturated;                      // AT_MAX already reported for the current overload episode
 } stage_memory;
 
-struct sl_autoscaler {
+struct sl__autoscaler {
     sl_pipe_autoscale_config cfg; // defaults applied
     uint32_t stage_count;
     stage_memory *stages; // stage_count entries
@@ -100,7 +100,7 @@ config_resolve(const sl_pipe_autoscale_config *in, sl_pipe_autoscale_config *out
 }
 
 int
-sl__autoscaler_new(const sl_pipe_autoscale_config *cfg, uint32_t stage_count, sl_autoscaler **out)
+sl__autoscaler_new(const sl_pipe_autoscale_config *cfg, uint32_t stage_count, sl__autoscaler **out)
 {
     SL_ASSERT(cfg != NULL);
     SL_ASSERT(out != NULL);
@@ -112,7 +112,7 @@ sl__autoscaler_new(const sl_pipe_autoscale_config *cfg, uint32_t stage_count, sl
     if (err != SL_OK) {
         return err;
     }
-    sl_autoscaler *a = sl_calloc(1, sizeof(*a));
+    sl__autoscaler *a = sl_calloc(1, sizeof(*a));
     if (a == NULL) {
         return SL_ENOMEM;
     }
@@ -132,7 +132,7 @@ sl__autoscaler_new(const sl_pipe_autoscale_config *cfg, uint32_t stage_count, sl
 }
 
 void
-sl__autoscaler_free(sl_autoscaler *a)
+sl__autoscaler_free(sl__autoscaler *a)
 {
     if (a == NULL) {
         return;
@@ -142,7 +142,7 @@ sl__autoscaler_free(sl_autoscaler *a)
 }
 
 const sl_pipe_autoscale_config *
-sl__autoscaler_config(const sl_autoscaler *a)
+sl__autoscaler_config(const sl__autoscaler *a)
 {
     return &a->cfg;
 }
@@ -150,7 +150,7 @@ sl__autoscaler_config(const sl_autoscaler *a)
 // ---- the model --------------------------------------------------------------------------------
 
 static bool
-sample_valid(const sl_autoscale_sample *s, uint32_t index)
+sample_valid(const sl__autoscale_sample *s, uint32_t index)
 {
     if (!(s->window_s > 0.0) || s->upstream_count > SL_AUTOSCALE_UPSTREAM_MAX) {
         return false;
@@ -168,7 +168,7 @@ sample_valid(const sl_autoscale_sample *s, uint32_t index)
 
 // Updates the stage's remembered true rate and selectivity from a sample that measured enough.
 static void
-stage_measure(stage_memory *m, const sl_autoscale_sample *s)
+stage_measure(stage_memory *m, const sl__autoscale_sample *s)
 {
     if (s->is_source || !(s->records_in >= SL_AUTOSCALE_RECORDS_MIN)) {
         return;
@@ -194,7 +194,7 @@ stage_measure(stage_memory *m, const sl_autoscale_sample *s)
 // The rate a source offers: its configured rate, or, when unknown, what it emitted per second it
 // was not blocked by downstream (DS2's "true output rate" of a source).
 static double
-source_offered(const sl_autoscale_sample *s)
+source_offered(const sl__autoscale_sample *s)
 {
     if (s->offered_per_s > 0.0) {
         return s->offered_per_s;
@@ -210,12 +210,12 @@ source_offered(const sl_autoscale_sample *s)
 
 // Fills the rate walk of one stage: required input, selectivity, needed instances, capacity.
 static void
-stage_model(const sl_autoscaler *a, const sl_autoscale_sample *samples, uint32_t i,
-            sl_autoscale_verdict *verdicts)
+stage_model(const sl__autoscaler *a, const sl__autoscale_sample *samples, uint32_t i,
+            sl__autoscale_verdict *verdicts)
 {
-    const sl_autoscale_sample *s = &samples[i];
+    const sl__autoscale_sample *s = &samples[i];
     const stage_memory *m = &a->stages[i];
-    sl_autoscale_verdict *v = &verdicts[i];
+    sl__autoscale_verdict *v = &verdicts[i];
     if (s->is_source) {
         v->required_in_per_s = source_offered(s);
         v->required_out_per_s = v->required_in_per_s;
@@ -244,7 +244,7 @@ stage_model(const sl_autoscaler *a, const sl_autoscale_sample *samples, uint32_t
 }
 
 static uint32_t
-clamp_parallelism(double want, const sl_autoscale_sample *s)
+clamp_parallelism(double want, const sl__autoscale_sample *s)
 {
     double hi = (double)SL_MIN(s->parallelism_max, SL_AUTOSCALE_PARALLELISM_MAX);
     if (want > hi) {
@@ -259,40 +259,40 @@ clamp_parallelism(double want, const sl_autoscale_sample *s)
 // What the model alone proposes (before confirmation and cool-down). Hysteresis: up only when
 // the need is beyond the tolerance band above the current count, down only to a count that still
 // has the tolerance as headroom, so a need that wobbles around an integer does not flap.
-static sl_autoscale_action
-stage_propose(const sl_autoscaler *a, const sl_autoscale_sample *s, const sl_autoscale_verdict *v,
-              uint32_t *to_out)
+static sl__autoscale_action
+stage_propose(const sl__autoscaler *a, const sl__autoscale_sample *s,
+              const sl__autoscale_verdict *v, uint32_t *to_out)
 {
     double tol = a->cfg.tolerance;
     double cur = (double)s->parallelism;
     *to_out = s->parallelism;
     if (s->parallelism < s->parallelism_min || s->parallelism > s->parallelism_max) {
         *to_out = clamp_parallelism(cur, s); // bounds changed under it: back inside first
-        return *to_out > s->parallelism ? SL_AUTOSCALE_UP : SL_AUTOSCALE_DOWN;
+        return *to_out > s->parallelism ? SL__AUTOSCALE_UP : SL__AUTOSCALE_DOWN;
     }
     if (v->needed_instances > cur * (1.0 + tol)) {
         uint32_t to = clamp_parallelism(ceil(v->needed_instances - AUTOSCALE_CEIL_EPSILON), s);
         if (to > s->parallelism) {
             *to_out = to;
-            return SL_AUTOSCALE_UP;
+            return SL__AUTOSCALE_UP;
         }
     }
     if (v->backpressure_per_s > 0.0 && s->parallelism >= s->parallelism_max) {
-        return SL_AUTOSCALE_AT_MAX;
+        return SL__AUTOSCALE_AT_MAX;
     }
     uint32_t down =
         clamp_parallelism(ceil(v->needed_instances * (1.0 + tol) - AUTOSCALE_CEIL_EPSILON), s);
     if (down < s->parallelism) {
         *to_out = down;
-        return SL_AUTOSCALE_DOWN;
+        return SL__AUTOSCALE_DOWN;
     }
-    return SL_AUTOSCALE_KEEP;
+    return SL__AUTOSCALE_KEEP;
 }
 
 // Fills v->decision.reason with the evidence: "busy 97%, true rate 4,900/s per instance, needs
 // 18,000/s -> 4 instances", plus the overload that stays backpressure at max.
 static void
-verdict_reason(const sl_autoscale_sample *s, sl_autoscale_verdict *v, uint32_t to)
+verdict_reason(const sl__autoscale_sample *s, sl__autoscale_verdict *v, uint32_t to)
 {
     char rate[32];
     char need[32];
@@ -314,13 +314,13 @@ verdict_reason(const sl_autoscale_sample *s, sl_autoscale_verdict *v, uint32_t t
 // interval does not trigger a change. The latest target is applied: after a step in load the
 // earlier interval straddles the step and under-states it (taking the smaller of the two made a
 // step take two decisions).
-static sl_autoscale_action
-stage_confirm(stage_memory *m, sl_autoscale_action action)
+static sl__autoscale_action
+stage_confirm(stage_memory *m, sl__autoscale_action action)
 {
-    sl_autoscale_action previous = m->pending_action;
+    sl__autoscale_action previous = m->pending_action;
     m->pending_action = action;
-    if (action == SL_AUTOSCALE_KEEP || previous != action) {
-        return SL_AUTOSCALE_KEEP;
+    if (action == SL__AUTOSCALE_KEEP || previous != action) {
+        return SL__AUTOSCALE_KEEP;
     }
     return action;
 }
@@ -328,8 +328,8 @@ stage_confirm(stage_memory *m, sl_autoscale_action action)
 // Turns the model's numbers for one (non-source) stage into an action, honouring warm-up,
 // fixed bounds, cool-down, confirmation and the once-per-episode report at max.
 static void
-stage_decide(sl_autoscaler *a, const sl_autoscale_sample *s, uint32_t i, int64_t now_ns,
-             sl_autoscale_verdict *v)
+stage_decide(sl__autoscaler *a, const sl__autoscale_sample *s, uint32_t i, int64_t now_ns,
+             sl__autoscale_verdict *v)
 {
     stage_memory *m = &a->stages[i];
     char *reason = v->decision.reason;
@@ -348,30 +348,30 @@ stage_decide(sl_autoscaler *a, const sl_autoscale_sample *s, uint32_t i, int64_t
     }
     int64_t cooldown_ns = (int64_t)a->cfg.cooldown_ms * 1000000;
     if (m->changed_ns != INT64_MIN && now_ns - m->changed_ns < cooldown_ns) {
-        m->pending_action = SL_AUTOSCALE_KEEP;
+        m->pending_action = SL__AUTOSCALE_KEEP;
         snprintf(reason, size, "cool-down: %.1f s left",
                  (double)(cooldown_ns - (now_ns - m->changed_ns)) / 1e9);
         return;
     }
     uint32_t to = s->parallelism;
-    sl_autoscale_action proposed = stage_propose(a, s, v, &to);
-    sl_autoscale_action action = stage_confirm(m, proposed);
+    sl__autoscale_action proposed = stage_propose(a, s, v, &to);
+    sl__autoscale_action action = stage_confirm(m, proposed);
     verdict_reason(s, v, to);
-    if (action == SL_AUTOSCALE_KEEP && proposed != SL_AUTOSCALE_KEEP) {
+    if (action == SL__AUTOSCALE_KEEP && proposed != SL__AUTOSCALE_KEEP) {
         // Keep the evidence but say that it waits for a second interval.
         char evidence[sizeof(v->decision.reason)];
         sl__strlcpy(evidence, reason, sizeof(evidence));
         snprintf(reason, size, "unconfirmed: %.130s", evidence);
     }
-    if (action == SL_AUTOSCALE_AT_MAX) {
+    if (action == SL__AUTOSCALE_AT_MAX) {
         if (m->saturated) {
-            action = SL_AUTOSCALE_KEEP;
+            action = SL__AUTOSCALE_KEEP;
         }
         m->saturated = true;
     }
-    if (action == SL_AUTOSCALE_UP || action == SL_AUTOSCALE_DOWN) {
+    if (action == SL__AUTOSCALE_UP || action == SL__AUTOSCALE_DOWN) {
         m->changed_ns = now_ns;
-        m->pending_action = SL_AUTOSCALE_KEEP;
+        m->pending_action = SL__AUTOSCALE_KEEP;
         m->saturated = v->backpressure_per_s > 0.0;
     }
     v->action = action;
@@ -379,8 +379,8 @@ stage_decide(sl_autoscaler *a, const sl_autoscale_sample *s, uint32_t i, int64_t
 }
 
 int
-sl__autoscaler_decide(sl_autoscaler *a, const sl_autoscale_sample *samples, uint32_t stage_count,
-                      int64_t now_ns, sl_autoscale_verdict *verdicts)
+sl__autoscaler_decide(sl__autoscaler *a, const sl__autoscale_sample *samples, uint32_t stage_count,
+                      int64_t now_ns, sl__autoscale_verdict *verdicts)
 {
     SL_ASSERT(a != NULL);
     SL_ASSERT(samples != NULL);
@@ -394,9 +394,9 @@ sl__autoscaler_decide(sl_autoscaler *a, const sl_autoscale_sample *samples, uint
         }
     }
     for (uint32_t i = 0; i < stage_count; i++) {
-        const sl_autoscale_sample *s = &samples[i];
-        sl_autoscale_verdict *v = &verdicts[i];
-        *v = (sl_autoscale_verdict){0};
+        const sl__autoscale_sample *s = &samples[i];
+        sl__autoscale_verdict *v = &verdicts[i];
+        *v = (sl__autoscale_verdict){0};
         v->decision.stage = s->name;
         v->decision.from = s->parallelism;
         v->decision.to = s->parallelism;
@@ -434,11 +434,11 @@ typedef struct window_base {
 // The autoscaler of one running pipeline: the core, the stages in topological order, and
 // each stage's totals when the current observation window started.
 typedef struct autoscale_state {
-    sl_autoscaler *core;
+    sl__autoscaler *core;
     uint32_t count;
     sl_pipe_stage *stages[SL_PIPE_STAGES_MAX];
-    sl_autoscale_sample samples[SL_PIPE_STAGES_MAX];
-    sl_autoscale_verdict verdicts[SL_PIPE_STAGES_MAX];
+    sl__autoscale_sample samples[SL_PIPE_STAGES_MAX];
+    sl__autoscale_verdict verdicts[SL_PIPE_STAGES_MAX];
     bool scalable[SL_PIPE_STAGES_MAX]; // an operator or sink with min < max
     window_base base[SL_PIPE_STAGES_MAX];
     int64_t window_start_ns;
@@ -468,7 +468,7 @@ state_bind(autoscale_state *st, sl_pipeline *p)
         if (n > SL_AUTOSCALE_UPSTREAM_MAX) {
             return SL_ERANGE;
         }
-        sl_autoscale_sample *s = &st->samples[i];
+        sl__autoscale_sample *s = &st->samples[i];
         s->upstream_count = 0;
         for (uint32_t u = 0; u < n; u++) {
             for (uint32_t j = 0; j < i; j++) {
@@ -531,7 +531,7 @@ state_measure(autoscale_state *st, int64_t now_ns)
         uint64_t backpressured_ns = 0;
         stage_times(st->stages[i], now_ns, &busy_ns, &backpressured_ns);
         const window_base *b = &st->base[i];
-        sl_autoscale_sample *s = &st->samples[i];
+        sl__autoscale_sample *s = &st->samples[i];
         s->parallelism = stats.parallelism;
         s->records_in = delta_s(stats.records_in_total, b->records_in, 1.0);
         s->records_out = delta_s(stats.records_out_total, b->records_out, 1.0);
@@ -580,7 +580,7 @@ static void
 state_decide(autoscale_state *st, sl_pipeline *p, int64_t now_ns)
 {
     for (uint32_t i = 0; i < st->count; i++) {
-        sl_autoscale_sample *s = &st->samples[i];
+        sl__autoscale_sample *s = &st->samples[i];
         // The generator knows its rate; other sources are extrapolated by the core over the
         // whole window (the runtime's per-second estimate is noisier and unbounded).
         bool gen = st->stages[i]->source_ops == &sl__pipe_gen_source_ops;
@@ -594,12 +594,12 @@ state_decide(autoscale_state *st, sl_pipeline *p, int64_t now_ns)
     SL_ASSERT(err == SL_OK); // samples built above from a checked topology
     bool rescaled = false;
     for (uint32_t i = 0; i < st->count; i++) {
-        const sl_autoscale_verdict *v = &st->verdicts[i];
-        if (v->action == SL_AUTOSCALE_AT_MAX) {
+        const sl__autoscale_verdict *v = &st->verdicts[i];
+        if (v->action == SL__AUTOSCALE_AT_MAX) {
             state_report(st, p, i, DIRECTION_MAX, SL_OK);
-        } else if (v->action == SL_AUTOSCALE_UP || v->action == SL_AUTOSCALE_DOWN) {
+        } else if (v->action == SL__AUTOSCALE_UP || v->action == SL__AUTOSCALE_DOWN) {
             err = sl__pipe_stage_rescale(st->stages[i], v->decision.to);
-            state_report(st, p, i, v->action == SL_AUTOSCALE_UP ? DIRECTION_UP : DIRECTION_DOWN,
+            state_report(st, p, i, v->action == SL__AUTOSCALE_UP ? DIRECTION_UP : DIRECTION_DOWN,
                          err);
             rescaled = true;
         }

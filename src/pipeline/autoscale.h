@@ -39,7 +39,7 @@
 
 // One stage as observed over one interval. Stages come in topological order: every upstream
 // index is smaller than the stage's own.
-typedef struct sl_autoscale_sample {
+typedef struct sl__autoscale_sample {
     const char *name;         // borrowed for the call; copied into decisions by pointer
     bool is_source;           // sources are never scaled; they set the offered rate
     uint32_t parallelism;     // instances now
@@ -54,19 +54,19 @@ typedef struct sl_autoscale_sample {
     double backpressured_s; // backpressured seconds, summed over instances
     uint32_t upstream[SL_AUTOSCALE_UPSTREAM_MAX];
     uint32_t upstream_count;
-} sl_autoscale_sample;
+} sl__autoscale_sample;
 
-typedef enum sl_autoscale_action {
-    SL_AUTOSCALE_KEEP = 0,   // nothing to do (reason says why)
-    SL_AUTOSCALE_UP = 1,     // decision.to > decision.from
-    SL_AUTOSCALE_DOWN = 2,   // decision.to < decision.from
-    SL_AUTOSCALE_AT_MAX = 3, // needs more than parallelism_max: reported once per episode, the
-                             // rest of the load stays backpressure (decision.to == from == max)
-} sl_autoscale_action;
+typedef enum sl__autoscale_action {
+    SL__AUTOSCALE_KEEP = 0,   // nothing to do (reason says why)
+    SL__AUTOSCALE_UP = 1,     // decision.to > decision.from
+    SL__AUTOSCALE_DOWN = 2,   // decision.to < decision.from
+    SL__AUTOSCALE_AT_MAX = 3, // needs more than parallelism_max: reported once per episode, the
+                              // rest of the load stays backpressure (decision.to == from == max)
+} sl__autoscale_action;
 
 // What the autoscaler concluded for one stage in one interval.
-typedef struct sl_autoscale_verdict {
-    sl_autoscale_action action;
+typedef struct sl__autoscale_verdict {
+    sl__autoscale_action action;
     sl_pipe_scale_decision decision; // filled for every stage; reason also for KEEP
     double required_in_per_s;        // DS2 target input rate (sources: offered output rate)
     double required_out_per_s;       // what it must emit, capped by its capacity at max
@@ -74,27 +74,27 @@ typedef struct sl_autoscale_verdict {
     double needed_instances;         // required_in / (true rate * utilization), unrounded
     double backpressure_per_s;       // required input beyond capacity at max (else 0)
     bool estimated;                  // true rate known (measured now or remembered)
-} sl_autoscale_verdict;
+} sl__autoscale_verdict;
 
-typedef struct sl_autoscaler sl_autoscaler;
+typedef struct sl__autoscaler sl__autoscaler;
 
 // Creates an autoscaler for stage_count stages (their order and identity fixed). cfg is copied;
 // 0 fields take the defaults. SL_EINVAL for a utilization or tolerance out of range, SL_ERANGE for
 // too many stages, SL_ENOMEM.
 SL_MUST_USE int sl__autoscaler_new(const sl_pipe_autoscale_config *cfg, uint32_t stage_count,
-                                   sl_autoscaler **out);
-void sl__autoscaler_free(sl_autoscaler *a);
+                                   sl__autoscaler **out);
+void sl__autoscaler_free(sl__autoscaler *a);
 
 // The effective configuration (defaults applied).
-const sl_pipe_autoscale_config *sl__autoscaler_config(const sl_autoscaler *a);
+const sl_pipe_autoscale_config *sl__autoscaler_config(const sl__autoscaler *a);
 
 // Takes one interval's samples (stage_count of them, topological order) at now_ns and fills one
 // verdict per stage. It remembers what it needs (last reliable rates, pending proposals,
 // cool-downs) and assumes every UP/DOWN verdict is applied. SL_EINVAL for a sample that breaks
 // the topological order or has bad bounds.
-SL_MUST_USE int sl__autoscaler_decide(sl_autoscaler *a, const sl_autoscale_sample *samples,
+SL_MUST_USE int sl__autoscaler_decide(sl__autoscaler *a, const sl__autoscale_sample *samples,
                                       uint32_t stage_count, int64_t now_ns,
-                                      sl_autoscale_verdict *verdicts);
+                                      sl__autoscale_verdict *verdicts);
 
 // Runtime glue (autoscale.c). Attaches the autoscaler as the pipeline's controller hook when
 // cfg.autoscale.enabled (else does nothing); call before sl_pipeline_start. SL_EINVAL for a bad

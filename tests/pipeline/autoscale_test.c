@@ -28,13 +28,13 @@
 // records per second and emits selectivity times that; busy time follows from its true rate.
 typedef struct sim {
     uint32_t count;
-    sl_autoscale_sample samples[SIM_STAGES];
+    sl__autoscale_sample samples[SIM_STAGES];
     double rate[SIM_STAGES];        // true records per busy second per instance
     double selectivity[SIM_STAGES]; // out / in
     double noise;                   // +- fraction applied to measured busy time and rates
     uint64_t rng;
-    sl_autoscaler *as;
-    sl_autoscale_verdict verdicts[SIM_STAGES];
+    sl__autoscaler *as;
+    sl__autoscale_verdict verdicts[SIM_STAGES];
     int64_t now_ns;
     uint32_t ups, downs, at_max; // decisions so far
 } sim;
@@ -55,13 +55,13 @@ sim_stage(sim *sm, const char *name, bool source, uint32_t p, uint32_t pmin, uin
 {
     uint32_t i = sm->count++;
     SL_ASSERT(i < SIM_STAGES);
-    sl_autoscale_sample *s = &sm->samples[i];
-    *s = (sl_autoscale_sample){.name = name,
-                               .is_source = source,
-                               .parallelism = p,
-                               .parallelism_min = pmin,
-                               .parallelism_max = pmax,
-                               .window_s = 1.0};
+    sl__autoscale_sample *s = &sm->samples[i];
+    *s = (sl__autoscale_sample){.name = name,
+                                .is_source = source,
+                                .parallelism = p,
+                                .parallelism_min = pmin,
+                                .parallelism_max = pmax,
+                                .window_s = 1.0};
     if (upstream >= 0) {
         s->upstream[0] = (uint32_t)upstream;
         s->upstream_count = 1;
@@ -95,7 +95,7 @@ sim_step(sim *sm, double offered)
 {
     double flow[SIM_STAGES] = {0};
     for (uint32_t i = 0; i < sm->count; i++) {
-        sl_autoscale_sample *s = &sm->samples[i];
+        sl__autoscale_sample *s = &sm->samples[i];
         if (s->is_source) {
             s->offered_per_s = offered;
             flow[i] = offered;
@@ -116,14 +116,14 @@ sim_step(sim *sm, double offered)
     assert_int_equal(
         sl__autoscaler_decide(sm->as, sm->samples, sm->count, sm->now_ns, sm->verdicts), SL_OK);
     for (uint32_t i = 0; i < sm->count; i++) {
-        const sl_autoscale_verdict *v = &sm->verdicts[i];
-        if (v->action == SL_AUTOSCALE_UP || v->action == SL_AUTOSCALE_DOWN) {
+        const sl__autoscale_verdict *v = &sm->verdicts[i];
+        if (v->action == SL__AUTOSCALE_UP || v->action == SL__AUTOSCALE_DOWN) {
             printf("  t=%llds %s: %u -> %u: %s\n", (long long)(sm->now_ns / S), v->decision.stage,
                    v->decision.from, v->decision.to, v->decision.reason);
             sm->samples[i].parallelism = v->decision.to;
-            sm->ups += v->action == SL_AUTOSCALE_UP;
-            sm->downs += v->action == SL_AUTOSCALE_DOWN;
-        } else if (v->action == SL_AUTOSCALE_AT_MAX) {
+            sm->ups += v->action == SL__AUTOSCALE_UP;
+            sm->downs += v->action == SL__AUTOSCALE_DOWN;
+        } else if (v->action == SL__AUTOSCALE_AT_MAX) {
             printf("  t=%llds %s at max: %s\n", (long long)(sm->now_ns / S), v->decision.stage,
                    v->decision.reason);
             sm->at_max++;
@@ -162,7 +162,7 @@ static void
 test_autoscale_rejects_bad_config(void **state)
 {
     (void)state;
-    sl_autoscaler *as = NULL;
+    sl__autoscaler *as = NULL;
     sl_pipe_autoscale_config cfg = {.enabled = true, .target_utilization = 1.5};
     assert_int_equal(sl__autoscaler_new(&cfg, 2, &as), SL_EINVAL);
     cfg = (sl_pipe_autoscale_config){.enabled = true, .tolerance = -0.1};
@@ -178,7 +178,7 @@ test_autoscale_rejects_bad_config(void **state)
     assert_int_equal(eff->cooldown_ms, SL_AUTOSCALE_COOLDOWN_MS_DEFAULT);
     assert_true(eff->target_utilization == SL_AUTOSCALE_UTILIZATION_DEFAULT);
     // A stage whose upstream comes after it is not in topological order.
-    sl_autoscale_sample s[2] = {
+    sl__autoscale_sample s[2] = {
         {.name = "a",
          .parallelism = 1,
          .parallelism_min = 1,
@@ -193,7 +193,7 @@ test_autoscale_rejects_bad_config(void **state)
          .parallelism_max = 1,
          .window_s = 1.0},
     };
-    sl_autoscale_verdict v[2];
+    sl__autoscale_verdict v[2];
     assert_int_equal(sl__autoscaler_decide(as, s, 2, S, v), SL_EINVAL);
     assert_int_equal(sl__autoscaler_decide(as, s, 1, S, v), SL_EINVAL);
     sl__autoscaler_free(as);
@@ -213,7 +213,7 @@ test_autoscale_step_up_reaches_target_in_few_decisions(void **state)
     assert_in_range(sm.ups, 1, 3);
     assert_int_equal(sm.downs, 0);
     assert_int_equal(sm.samples[2].parallelism, 1); // fixed bounds: never touched
-    const sl_autoscale_verdict *v = &sm.verdicts[1];
+    const sl__autoscale_verdict *v = &sm.verdicts[1];
     assert_true(fabs(v->required_in_per_s - 14000.0) < 1.0);
     assert_true(fabs(v->decision.true_rate_per_instance - 6666.7) < 1.0);
     sim_fini(&sm);
@@ -271,7 +271,7 @@ test_autoscale_at_max_reports_backpressure_once(void **state)
     assert_int_equal(sm.samples[1].parallelism, 4);
     assert_in_range(sm.ups, 1, 3);
     assert_int_equal(sm.downs, 0);
-    const sl_autoscale_verdict *v = &sm.verdicts[1];
+    const sl__autoscale_verdict *v = &sm.verdicts[1];
     assert_true(fabs(v->backpressure_per_s - (40000.0 - 4e6 / 150.0)) < 1.0);
     assert_true(fabs(v->required_out_per_s - 4e6 / 150.0) < 1.0); // downstream sized for that
     // Reached with the UP to max (which says so) or reported once afterwards: never repeated.
