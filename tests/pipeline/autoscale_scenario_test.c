@@ -381,8 +381,9 @@ test_autoscale_scenario_steps(void **state)
     assert_non_null(strstr(last->reason, "stays backpressure"));
     pthread_mutex_unlock(&sc.mutex);
 
-    // Every change counted by direction.
+    // Every change counted by direction; three steps took at most 3 decisions each.
     decisions_since(&sc, 0, &ups, &downs, &maxes);
+    assert_in_range(ups + downs + maxes, 3, 9);
     char line[160];
     snprintf(line, sizeof(line),
              "sluice_pipeline_autoscale_decisions_total{pipeline=\"scenario\",stage=\"delay\","
