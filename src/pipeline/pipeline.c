@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/util.h"
+#include "pipeline/autoscale.h"
 #include "pipeline/pipeline_internal.h"
 
 // The controller's period.
@@ -348,6 +349,11 @@ sl_pipeline_start(sl_pipeline *p, char *err, size_t err_size)
     }
     int rc = sl__pipeline_graph_check(p, err, err_size);
     if (rc != SL_OK) {
+        return rc;
+    }
+    rc = sl__pipe_autoscale_attach(p);
+    if (rc != SL_OK) {
+        sl__pipe_err_set(err, err_size, "bad autoscale configuration", NULL);
         return rc;
     }
     p->started = true;
