@@ -124,6 +124,28 @@ consumer_event(sl__kafka_source *s, rd_kafka_message_t *m)
     rd_kafka_message_destroy(m);
 }
 
+// Pauses the assignment above the high watermark, resumes it at the low one (hysteresis).
+static void
+source_flow(sl__kafka_source *s)
+{
+    uint64_t bytes_high = s->cfg.buffer_bytes - s->cfg.buffer_bytes / 4;
+    uint64_t bytes_low = s->cfg.buffer_bytes / 4;
+    bool pause = !s->paused && (s->ring_count >= s->cfg.buffer_high || s->ring_bytes >= bytes_high);
+    bool resume = s->paused && s->ring_count <= low_watermark(s) && s->ring_bytes <= bytes_low;
+    sl_gauge_set(&s->m.low_watermark, low_watermark(s));
+    if (!pause && !resume) {
+        return;
+    }
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(s->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return; // tried again on the next poll
+    }
+    s->paused = pause;
+    sl__kafka_apply_pause(s, parts, pause);
+    sl_counter_inc(pause ? &s->m.pauses : &s->m.resumes);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
 // Moves up to SL_KAFKA_FILL_BATCH messages from librdkafka into the buffer. Waits (until
 // deadline_ns, capped) only for the first one, and only when wait is set. Polls at least once,
 // which keeps the group membership alive and serves rebalances and commit results.
@@ -148,32 +170,13 @@ source_fill(sl__kafka_source *s, bool wait, int64_t deadline_ns)
             continue;
         }
         buffer_push(s, m);
+        if (!s->paused && s->ring_count >= s->cfg.buffer_high) {
+            source_flow(s); // pause now, not after the batch: the buffer stays near its mark
+        }
         if (s->ring_count >= s->cfg.buffer_records) {
             break; // full: the next poll call hands any further message back
         }
     }
-}
-
-// Pauses the assignment above the high watermark, resumes it at the low one (hysteresis).
-static void
-source_flow(sl__kafka_source *s)
-{
-    uint64_t bytes_high = s->cfg.buffer_bytes - s->cfg.buffer_bytes / 4;
-    uint64_t bytes_low = s->cfg.buffer_bytes / 4;
-    bool pause = !s->paused && (s->ring_count >= s->cfg.buffer_high || s->ring_bytes >= bytes_high);
-    bool resume = s->paused && s->ring_count <= low_watermark(s) && s->ring_bytes <= bytes_low;
-    sl_gauge_set(&s->m.low_watermark, low_watermark(s));
-    if (!pause && !resume) {
-        return;
-    }
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(s->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        return; // tried again on the next poll
-    }
-    s->paused = pause;
-    sl__kafka_apply_pause(s, parts, pause);
-    sl_counter_inc(pause ? &s->m.pauses : &s->m.resumes);
-    rd_kafka_topic_partition_list_destroy(parts);
 }
 
 static void
