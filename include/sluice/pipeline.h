@@ -116,6 +116,16 @@ typedef struct sl_pipe_sink_ops {
     void (*destroy)(void *state);
 } sl_pipe_sink_ops;
 
+// The callback sink (scheme "callback"): endpoint.user points to an sl_pipe_callback_sink that
+// outlives the pipeline. fn runs on the sink instance's thread (instance = its index), for every
+// record, which is done (durably accepted) as soon as fn returns SL_OK; any other return stops
+// the pipeline with that error. With parallelism > 1, fn runs concurrently on several threads.
+typedef int (*sl_pipe_record_cb)(const sl_pipe_record *record, uint32_t instance, void *user);
+typedef struct sl_pipe_callback_sink {
+    sl_pipe_record_cb fn;
+    void *user;
+} sl_pipe_callback_sink;
+
 // Built-in endpoints are found by scheme; others (Kafka: sl_kafka_register in sluice/kafka.h)
 // register theirs once, before pipelines are built. SL_EEXIST for a scheme already taken.
 SL_API SL_MUST_USE int sl_pipe_register_source(const sl_pipe_source_ops *ops);
@@ -147,12 +157,12 @@ typedef enum sl_pipe_route {
 } sl_pipe_route;
 
 typedef struct sl_pipe_stage_config {
-    uint32_t parallelism;         // initial instances (default 1)
-    uint32_t parallelism_min;     // autoscaler bounds (default: parallelism)
+    uint32_t parallelism;     // initial instances (default 1)
+    uint32_t parallelism_min; // autoscaler bounds (default: parallelism)
     uint32_t parallelism_max;
-    uint32_t queue_records;       // input channel capacity per instance, records (default 1024)
-    uint64_t queue_bytes;         // and bytes (default 4 MiB)
-    sl_pipe_init_fn init;         // operators only, optional
+    uint32_t queue_records; // input channel capacity per instance, records (default 1024)
+    uint64_t queue_bytes;   // and bytes (default 4 MiB)
+    sl_pipe_init_fn init;   // operators only, optional
     sl_pipe_fini_fn fini;
 } sl_pipe_stage_config;
 
@@ -160,10 +170,10 @@ SL_API void sl_pipe_stage_config_init(sl_pipe_stage_config *cfg);
 
 typedef struct sl_pipe_autoscale_config {
     bool enabled;
-    uint32_t interval_ms;        // decision period (default 5000)
-    uint32_t cooldown_ms;        // no decision for a stage this long after it was scaled (10000)
-    double target_utilization;   // busy fraction a stage is sized for (default 0.8)
-    double tolerance;            // ignore changes smaller than this fraction of current (0.1)
+    uint32_t interval_ms;      // decision period (default 5000)
+    uint32_t cooldown_ms;      // no decision for a stage this long after it was scaled (10000)
+    double target_utilization; // busy fraction a stage is sized for (default 0.8)
+    double tolerance;          // ignore changes smaller than this fraction of current (0.1)
 } sl_pipe_autoscale_config;
 
 // One autoscaler decision, as logged.
@@ -171,19 +181,22 @@ typedef struct sl_pipe_scale_decision {
     const char *stage;
     uint32_t from;
     uint32_t to;
-    double offered_per_s;        // rate the stage must sustain (from the source's offered rate)
+    double offered_per_s;          // rate the stage must sustain (from the source's offered rate)
     double true_rate_per_instance; // records per busy second per instance (DS2)
     char reason[160];
 } sl_pipe_scale_decision;
 typedef void (*sl_pipe_decision_cb)(const sl_pipe_scale_decision *d, void *user);
 
 typedef struct sl_pipeline_config {
-    const char *name;                 // metrics label (default "pipeline")
-    uint64_t memory_budget_bytes;     // all channels together (default 256 MiB)
+    const char *name;             // metrics label (default "pipeline")
+    uint64_t memory_budget_bytes; // all channels together (default 256 MiB)
     sl_pipe_autoscale_config autoscale;
-    sl_pipe_decision_cb decision_cb;  // optional, on the controller thread
+    sl_pipe_decision_cb decision_cb; // optional, on the controller thread
     void *decision_user;
-    sl_metrics_registry *registry;    // optional: stage metrics are registered here
+    sl_metrics_registry *registry; // optional: stage metrics are registered here
+    uint32_t source_inflight_max;  // per source instance: records emitted and not yet
+                                   // committed (held by windows too); at the cap the source
+                                   // is paused like a full channel (default 65536)
 } sl_pipeline_config;
 
 SL_API void sl_pipeline_config_init(sl_pipeline_config *cfg);
@@ -245,17 +258,17 @@ SL_API void sl_pipeline_free(sl_pipeline *p);
 typedef struct sl_pipe_stage_stats {
     const char *name;
     uint32_t parallelism;
-    double busy_ms_per_s;            // averaged over instances, last full second
+    double busy_ms_per_s; // averaged over instances, last full second
     double backpressured_ms_per_s;
     double idle_ms_per_s;
     double in_per_s;
     double out_per_s;
-    double queue_fill;               // 0..1, fullest instance's input channel
-    uint64_t queued_records;         // all instances' input channels
+    double queue_fill;       // 0..1, fullest instance's input channel
+    uint64_t queued_records; // all instances' input channels
     uint64_t queue_capacity_records;
     uint64_t records_in_total;
     uint64_t records_out_total;
-    double latency_p99_s;            // time a record spends in the stage (queue + processing)
+    double latency_p99_s; // time a record spends in the stage (queue + processing)
 } sl_pipe_stage_stats;
 
 // Fills up to cap stage stats in topological order; *count_out gets the number of stages.
