@@ -118,9 +118,8 @@ consumer_event(sl__kafka_source *s, rd_kafka_message_t *m)
         m->err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED) {
         // Skipped data or a lost membership must stop the pipeline loudly.
         source_fail(s, SL_EIO, "consumer", detail);
-    } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        fprintf(stderr, "kafka source: %s (retrying)\n", detail);
     }
+    // Anything else (a broker down, a timeout) librdkafka retries itself; counted in errors.
     rd_kafka_message_destroy(m);
 }
 
