@@ -33,6 +33,7 @@ int sl_cli_topic(int argc, char **argv, FILE *out, FILE *err);
 int sl_cli_produce(int argc, char **argv, FILE *out, FILE *err);
 int sl_cli_consume(int argc, char **argv, FILE *out, FILE *err);
 int sl_cli_stats(int argc, char **argv, FILE *out, FILE *err);
+int sl_cli_pipe(int argc, char **argv, FILE *out, FILE *err);
 
 // Set by SIGINT / SIGTERM once sl_cli_catch_signals ran; long commands stop cleanly on it.
 extern volatile sig_atomic_t sl_cli_interrupted;

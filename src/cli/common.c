@@ -24,6 +24,7 @@ static const cli_command commands[] = {
     {"produce", sl_cli_produce, "send lines from stdin, or a generated load, to a topic"},
     {"consume", sl_cli_consume, "print a topic's records to stdout"},
     {"stats", sl_cli_stats, "print broker or topic statistics"},
+    {"pipe", sl_cli_pipe, "run a stream-processing pipeline described by a file"},
 };
 
 static void

@@ -6,16 +6,19 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "pipeline/endpoint_util.h"
 #include "pipeline/pipeline_internal.h"
 
 // Schemes of each kind: built-ins plus a handful of registered ones.
 #define REGISTRY_ENTRIES_MAX 32u
 
 static pthread_mutex_t g_registry_mutex = PTHREAD_MUTEX_INITIALIZER;
-static const sl_pipe_source_ops *g_sources[REGISTRY_ENTRIES_MAX] = {&sl__pipe_gen_source_ops};
-static uint32_t g_source_count = 1;
-static const sl_pipe_sink_ops *g_sinks[REGISTRY_ENTRIES_MAX] = {&sl__pipe_callback_sink_ops};
-static uint32_t g_sink_count = 1;
+static const sl_pipe_source_ops *g_sources[REGISTRY_ENTRIES_MAX] = {
+    &sl__pipe_gen_source_ops, &sl__pipe_source_file, &sl__pipe_source_tcp, &sl__pipe_source_topic};
+static uint32_t g_source_count = 4;
+static const sl_pipe_sink_ops *g_sinks[REGISTRY_ENTRIES_MAX] = {
+    &sl__pipe_callback_sink_ops, &sl__pipe_sink_file, &sl__pipe_sink_tcp, &sl__pipe_sink_topic};
+static uint32_t g_sink_count = 4;
 
 int
 sl_pipe_register_source(const sl_pipe_source_ops *ops)
