@@ -89,7 +89,8 @@ typedef struct sl__kafka_source {
     pthread_cond_t rate_cond;
     bool rate_stop;
     sl__kafka_source_metrics m;
-    sl_metrics_registry *registry; // from the first stats call
+    sl_metrics_registry *registry;         // guarded by mutex; set once the scalars are added
+    sl_metrics_registry *scalars_registry; // the first stats call's (its thread only)
     char stage[SL_NAME_MAX];
     uint64_t series[SL__KAFKA_SOURCE_SCALARS];
 } sl__kafka_source;

@@ -21,6 +21,8 @@
 // true rate from a handful of records.
 #define USEFUL_SHARE_MIN 0.05
 
+static void lag_refresh(sl__kafka_source *s);
+
 typedef struct rate_state {
     int64_t t_ns;
     int64_t high_sum; // -1: unknown
@@ -127,6 +129,7 @@ rate_main(void *arg)
     while (!s->rate_stop) {
         pthread_mutex_unlock(&s->rate_mutex);
         rate_sample(s, &r);
+        lag_refresh(s);
         pthread_mutex_lock(&s->rate_mutex);
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
@@ -235,7 +238,7 @@ lag_series_sync(sl__kafka_source *s, uint64_t family)
                 sl_gauge_set(&lane->lag, hi > base ? hi - base : 0);
             }
         }
-        if (lane->assigned && lane->lag_series == 0 && family != 0) {
+        if (lane->assigned && lane->lag_series == 0 && family != 0 && s->registry != NULL) {
             char part[16];
             snprintf(part, sizeof(part), "%" PRIu32, p);
             const char *values[] = {s->stage, s->cfg.topic, part};
@@ -250,6 +253,29 @@ lag_series_sync(sl__kafka_source *s, uint64_t family)
     }
 }
 
+// Updates the per-partition lag gauges and adds or removes their series as partitions come and
+// go. Called by the sizing thread every second (so lag stays live even if stats is called only
+// once) and by stats. Lock order: the source's mutex, then the registry's.
+static void
+lag_refresh(sl__kafka_source *s)
+{
+    static const char *const labels[] = {"stage", "topic", "partition"};
+    sl_metric_family_desc desc = {
+        .name = "sluice_kafka_consumer_lag_records",
+        .help = "High watermark minus committed offset, per assigned partition",
+        .type = SL_METRIC_GAUGE,
+        .label_names = labels,
+        .label_count = 3,
+    };
+    pthread_mutex_lock(&s->mutex);
+    uint64_t family = 0;
+    if (s->registry != NULL && sl__kafka_family(s->registry, &desc, &family) != SL_OK) {
+        family = 0;
+    }
+    lag_series_sync(s, family);
+    pthread_mutex_unlock(&s->mutex);
+}
+
 void
 sl__kafka_source_stats(void *state, sl_metrics_registry *registry, const char *stage_name)
 {
@@ -261,7 +287,6 @@ sl__kafka_source_stats(void *state, sl_metrics_registry *registry, const char *s
     bool first = s->registry == NULL;
     bool other = s->registry != NULL && s->registry != registry;
     if (first) {
-        s->registry = registry;
         sl__strlcpy(s->stage, stage_name != NULL ? stage_name : "kafka", sizeof(s->stage));
     }
     pthread_mutex_unlock(&s->mutex);
@@ -269,34 +294,24 @@ sl__kafka_source_stats(void *state, sl_metrics_registry *registry, const char *s
         return; // one registry per source instance
     }
     if (first) {
+        s->scalars_registry = registry;
         scalars_add(s);
+        pthread_mutex_lock(&s->mutex);
+        s->registry = registry; // from now on the sizing thread keeps the lag series in sync
+        pthread_mutex_unlock(&s->mutex);
     }
-    static const char *const labels[] = {"stage", "topic", "partition"};
-    sl_metric_family_desc desc = {
-        .name = "sluice_kafka_consumer_lag_records",
-        .help = "High watermark minus committed offset, per assigned partition",
-        .type = SL_METRIC_GAUGE,
-        .label_names = labels,
-        .label_count = 3,
-    };
-    uint64_t family = 0;
-    if (sl__kafka_family(registry, &desc, &family) != SL_OK) {
-        family = 0;
-    }
-    pthread_mutex_lock(&s->mutex);
-    lag_series_sync(s, family);
-    pthread_mutex_unlock(&s->mutex);
+    lag_refresh(s);
 }
 
 void
 sl__kafka_source_stats_fini(sl__kafka_source *s)
 {
-    if (s->registry == NULL) {
-        return;
+    // The sizing thread is stopped: nothing else touches the series.
+    if (s->scalars_registry != NULL) {
+        sl__kafka_metrics_remove(s->scalars_registry, s->series, SL__KAFKA_SOURCE_SCALARS);
     }
-    sl__kafka_metrics_remove(s->registry, s->series, SL__KAFKA_SOURCE_SCALARS);
     pthread_mutex_lock(&s->mutex);
-    for (uint32_t p = 0; p < s->lanes_seen; p++) {
+    for (uint32_t p = 0; p < s->lanes_seen && s->registry != NULL; p++) {
         sl__kafka_metrics_remove(s->registry, &s->lanes[p].lag_series, 1);
     }
     pthread_mutex_unlock(&s->mutex);
