@@ -221,7 +221,8 @@ scalars_add(sl__kafka_source *s)
          &m->dropped_revoked, NULL, 0},
         {"sluice_kafka_source_errors_total", "Consumer errors", &m->errors, NULL, 0},
     };
-    sl__kafka_metrics_add(s->registry, s->stage, s->instance, defs, SL_ARRAY_LEN(defs), s->series);
+    sl__kafka_metrics_add(s->scalars_registry, s->stage, s->instance, defs, SL_ARRAY_LEN(defs),
+                          s->series);
 }
 
 static void

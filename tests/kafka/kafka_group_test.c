@@ -119,6 +119,7 @@ child_start(const char *bootstrap, int index)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); // no orphan members if the test dies
         execl(g_self, g_self, "--child", bootstrap, idx, (char *)NULL);
         _exit(127);
     }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +58,8 @@ kt_mock_start(kt_mock *m, const char *const *flags)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        // The mock must not outlive a test that crashed (it would hold ctest's output open).
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(in[0], STDIN_FILENO);
         dup2(out[1], STDOUT_FILENO);
         close(in[1]);
