@@ -15,22 +15,25 @@
 
 // The topic's partition count is re-read this often (partitions can be added).
 #define METADATA_REFRESH_MS 30000
-// Weight of the newest sample in the smoothed rates.
-#define RATE_EWMA_ALPHA 0.5
+// Rates are measured over this many samples (one per SL_KAFKA_RATE_INTERVAL_MS): long enough to
+// smooth the burst that follows a resume or a join, short enough to follow a change.
+#define RATE_WINDOW_SAMPLES 5u
 // The useful-time share is floored at this, so a nearly idle instance does not produce a huge
 // true rate from a handful of records.
 #define USEFUL_SHARE_MIN 0.05
 
 static void lag_refresh(sl__kafka_source *s);
 
-typedef struct rate_state {
-    int64_t t_ns;
+typedef struct rate_point {
+    int64_t t_ns;     // 0: empty slot
     int64_t high_sum; // -1: unknown
     uint64_t records;
     uint64_t idle_ns;
-    double input_per_s;
-    double true_per_s;
-    double emit_per_s;
+} rate_point;
+
+typedef struct rate_state {
+    rate_point points[RATE_WINDOW_SAMPLES]; // ring; rates span the oldest to the newest
+    uint32_t next;
     int partitions;
     int64_t metadata_ns;
 } rate_state;
@@ -73,10 +76,34 @@ high_sum(sl__kafka_source *s, int partitions)
     return sum;
 }
 
-static double
-ewma(double old, double sample)
+static void
+rate_publish(sl__kafka_source *s, const rate_point *old, const rate_point *now)
 {
-    return old <= 0 ? sample : old + RATE_EWMA_ALPHA * (sample - old);
+    double dt = (double)(now->t_ns - old->t_ns) / 1e9;
+    if (old->t_ns == 0 || dt <= 0) {
+        return;
+    }
+    double done = (double)(now->records - old->records);
+    double useful = dt - (double)(now->idle_ns - old->idle_ns) / 1e9;
+    useful = useful < dt * USEFUL_SHARE_MIN ? dt * USEFUL_SHARE_MIN : useful;
+    double true_per_s = done / useful;
+    sl_gauge_set(&s->m.emit_per_s_milli, (int64_t)(done / dt * 1000));
+    if (done > 0) {
+        sl_gauge_set(&s->m.true_per_s_milli, (int64_t)(true_per_s * 1000));
+    }
+    double input_per_s = -1;
+    if (old->high_sum >= 0 && now->high_sum >= old->high_sum) {
+        input_per_s = (double)(now->high_sum - old->high_sum) / dt;
+        sl_gauge_set(&s->m.input_per_s_milli, (int64_t)(input_per_s * 1000));
+    }
+    // One process runs instance_count source instances (each a group member) like this one.
+    uint32_t need = 0;
+    if (done > 0 && input_per_s >= 0) {
+        need = sl_kafka_processes_needed(input_per_s, true_per_s * s->instance_count, 1.0);
+    }
+    if (need > 0) {
+        sl_gauge_set(&s->m.processes_needed, need);
+    }
 }
 
 static void
@@ -87,43 +114,26 @@ rate_sample(sl__kafka_source *s, rate_state *r)
         r->partitions = topic_partitions(s);
         r->metadata_ns = now;
     }
-    int64_t sum = r->partitions > 0 ? high_sum(s, r->partitions) : -1;
-    uint64_t records = sl_counter_get(&s->m.records);
-    uint64_t idle = atomic_load(&s->m.idle_ns);
-    now = sl_now_ns();
-    double dt = (double)(now - r->t_ns) / 1e9;
-    if (dt > 0 && r->t_ns > 0) {
-        double done = (double)(records - r->records);
-        double useful = dt - (double)(idle - r->idle_ns) / 1e9;
-        useful = useful < dt * USEFUL_SHARE_MIN ? dt * USEFUL_SHARE_MIN : useful;
-        r->emit_per_s = ewma(r->emit_per_s, done / dt);
-        if (done > 0) {
-            r->true_per_s = ewma(r->true_per_s, done / useful);
-        }
-        if (sum >= 0 && r->high_sum >= 0 && sum >= r->high_sum) {
-            r->input_per_s = ewma(r->input_per_s, (double)(sum - r->high_sum) / dt);
-        }
+    rate_point *p = &r->points[r->next];
+    p->high_sum = r->partitions > 0 ? high_sum(s, r->partitions) : -1;
+    p->records = sl_counter_get(&s->m.records);
+    p->idle_ns = atomic_load(&s->m.idle_ns);
+    p->t_ns = sl_now_ns();
+    r->next = (r->next + 1) % RATE_WINDOW_SAMPLES;
+    // The slot after the newest is the oldest (or still empty while the window fills).
+    const rate_point *old = &r->points[r->next];
+    if (old->t_ns == 0) {
+        old = &r->points[0];
     }
-    r->t_ns = now;
-    r->high_sum = sum;
-    r->records = records;
-    r->idle_ns = idle;
-    sl_gauge_set(&s->m.emit_per_s_milli, (int64_t)(r->emit_per_s * 1000));
-    sl_gauge_set(&s->m.true_per_s_milli, (int64_t)(r->true_per_s * 1000));
-    sl_gauge_set(&s->m.input_per_s_milli, (int64_t)(r->input_per_s * 1000));
-    // One process runs instance_count source instances (each a group member) like this one.
-    uint32_t need =
-        sl_kafka_processes_needed(r->input_per_s, r->true_per_s * s->instance_count, 1.0);
-    if (need > 0) {
-        sl_gauge_set(&s->m.processes_needed, need);
-    }
+    rate_publish(s, old, p);
 }
 
 static void *
 rate_main(void *arg)
 {
     sl__kafka_source *s = arg;
-    rate_state r = {.high_sum = -1};
+    rate_state r;
+    memset(&r, 0, sizeof(r));
     pthread_mutex_lock(&s->rate_mutex);
     // Runs until rate_stop; each round waits SL_KAFKA_RATE_INTERVAL_MS.
     while (!s->rate_stop) {
