@@ -36,6 +36,10 @@
 // the low watermark holds at least this much measured work.
 #define SL_KAFKA_RESUME_LATENCY_MS 1000u
 
+_Static_assert(SL_KAFKA_BUFFER_RECORDS_DEFAULT <= SL_KAFKA_BUFFER_RECORDS_MAX, "buffer default");
+_Static_assert(SL_KAFKA_BUFFER_BYTES_DEFAULT <= SL_KAFKA_BUFFER_BYTES_MAX, "buffer bytes default");
+_Static_assert(SL_KAFKA_INFLIGHT_RECORDS_DEFAULT <= SL_KAFKA_INFLIGHT_RECORDS_MAX, "window");
+
 typedef struct sl__kafka_config {
     char brokers[SL_KAFKA_BROKERS_MAX];
     char topic[SL_KAFKA_TOPIC_MAX];
