@@ -195,8 +195,11 @@ conf_defaults(sl__kafka_config *cfg, sl__kafka_role role, uint32_t instance, cha
         {"queued.max.messages.kbytes", "8192"},
         {"queued.min.messages", "10000"},
     };
+    // murmur2_random: keyed records land in the partition a Java client would pick for the key,
+    // so a bridge keeps per-key order with other producers of the same topic.
     static const char *const sink_defaults[][2] = {
         {"acks", "all"},
+        {"partitioner", "murmur2_random"},
         {"enable.idempotence", "true"},
         {"linger.ms", "5"},
     };

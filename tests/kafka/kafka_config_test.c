@@ -83,6 +83,7 @@ test_sink_window_sets_librdkafka_queue(void **unused)
     assert_string_equal(conf_get(cfg.conf, "queue.buffering.max.messages", v, sizeof(v)), "500");
     assert_string_equal(conf_get(cfg.conf, "queue.buffering.max.kbytes", v, sizeof(v)), "1024");
     assert_string_equal(conf_get(cfg.conf, "acks", v, sizeof(v)), "-1"); // all
+    assert_string_equal(conf_get(cfg.conf, "partitioner", v, sizeof(v)), "murmur2_random");
     sl__kafka_config_fini(&cfg);
 }
 
