@@ -151,6 +151,7 @@ on_assign(sl__kafka_source *s, rd_kafka_topic_partition_list_t *parts)
     // Pause state does not survive reassignment: a paused source pauses its new partitions.
     if (s->paused) {
         sl__kafka_apply_pause(s, parts, true);
+        sl_counter_add(&s->m.pauses_reapplied, (uint64_t)parts->cnt);
     }
     sl_counter_inc(&s->m.assigns);
     s->commit_blocked_until_ns = 0; // the group is stable again

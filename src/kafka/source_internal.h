@@ -48,6 +48,7 @@ typedef struct sl__kafka_source_metrics {
     sl_gauge processes_needed;  // DS2: pipeline processes the group needs
     sl_counter pauses;
     sl_counter resumes;
+    sl_counter pauses_reapplied; // partitions paused at assignment (pause state does not move)
     sl_counter assigns;
     sl_counter revokes;
     sl_counter lost;
@@ -61,7 +62,7 @@ typedef struct sl__kafka_source_metrics {
     _Atomic uint64_t idle_ns; // waited for Kafka with downstream credit available
 } sl__kafka_source_metrics;
 
-#define SL__KAFKA_SOURCE_SCALARS 23u
+#define SL__KAFKA_SOURCE_SCALARS 24u
 
 typedef struct sl__kafka_source {
     sl__kafka_config cfg;

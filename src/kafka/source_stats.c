@@ -216,6 +216,8 @@ scalars_add(sl__kafka_source *s)
          &m->processes_needed, 0},
         {"sluice_kafka_source_pauses_total", "Pauses (buffer above high)", &m->pauses, NULL, 0},
         {"sluice_kafka_source_resumes_total", "Resumes (buffer at low)", &m->resumes, NULL, 0},
+        {"sluice_kafka_source_pauses_reapplied_total", "Partitions paused as they were assigned",
+         &m->pauses_reapplied, NULL, 0},
         {"sluice_kafka_source_assigns_total", "Assignments received", &m->assigns, NULL, 0},
         {"sluice_kafka_source_revokes_total", "Revocations received", &m->revokes, NULL, 0},
         {"sluice_kafka_source_lost_total", "Assignments lost", &m->lost, NULL, 0},
