@@ -312,7 +312,8 @@ sl_cli_pipe(int argc, char **argv, FILE *out, FILE *err)
 #ifdef SL_HAVE_KAFKA
     // kafka:// endpoints (docs/kafka.md); sluice_kafka is linked when librdkafka was found.
     if (sl_kafka_register() != SL_OK) {
-        return sl_cli_fail(err, "pipe", SL_CLI_EXIT_FAILED, "kafka:// is taken by another endpoint");
+        return sl_cli_fail(err, "pipe", SL_CLI_EXIT_FAILED,
+                           "kafka:// is taken by another endpoint");
     }
 #endif
     sl_pipe_config *c = NULL;
