@@ -11,6 +11,9 @@
 #include <sluice/error.h>
 #include <sluice/metrics.h>
 #include <sluice/pipeline.h>
+#ifdef SL_HAVE_KAFKA
+#include <sluice/kafka.h>
+#endif
 
 #include "cli/pipe_admin.h"
 #include "cli/pipe_config.h"
@@ -306,6 +309,13 @@ sl_cli_pipe(int argc, char **argv, FILE *out, FILE *err)
         return code == SL_CLI_HELP_SHOWN ? SL_CLI_EXIT_OK : code;
     }
     char msg[512] = "";
+#ifdef SL_HAVE_KAFKA
+    // kafka:// endpoints (docs/kafka.md); sluice_kafka is linked when librdkafka was found.
+    if (sl_kafka_register() != SL_OK) {
+        return sl_cli_fail(err, "pipe", SL_CLI_EXIT_FAILED,
+                           "kafka:// is taken by another endpoint");
+    }
+#endif
     sl_pipe_config *c = NULL;
     if (sl_pipe_config_load(o.file, &c, msg, sizeof(msg)) != SL_OK) {
         return sl_cli_fail(err, "pipe", SL_CLI_EXIT_USAGE, "%s", msg);
