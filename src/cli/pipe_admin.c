@@ -16,6 +16,7 @@
 
 #include "core/parse.h"
 #include "core/util.h"
+#include "pipeline/pipeline_internal.h"
 
 // First guess for a metrics page, and the largest served.
 #define ADMIN_BODY_BYTES_INITIAL (64u << 10)
@@ -45,6 +46,9 @@ admin_send(struct MHD_Connection *conn, unsigned status, const char *type, const
 static enum MHD_Result
 admin_metrics(sl_cli_pipe_admin *a, struct MHD_Connection *conn)
 {
+    // Endpoints (Kafka lag and pauses, limiter limits...) publish their figures on demand; MHD's
+    // single thread makes this the only caller.
+    sl__pipeline_endpoint_stats(a->pipeline, a->registry);
     size_t cap = ADMIN_BODY_BYTES_INITIAL;
     for (int attempt = 0; attempt < 2; attempt++) { // a second try with the size the first needed
         char *buf = sl_alloc(cap);
