@@ -3,7 +3,7 @@
 // fair share each, a hot one ten times as much. Each must get at least 30% of a fair share; the
 // cold ones about what they offer; the hot one no more than about the remainder. Runs 8 s
 // (SL_SOAK=1: 20 s); rates are measured from the ACKs of the second half.
-// ctest-labels: serial
+// ctest-labels: serial scenario
 // ctest-timeout: 240
 #include "support/test_util.h"
 

@@ -3,7 +3,7 @@
 // backlog fills and its stream is throttled). The fast topic's throughput and p99 latency (send
 // time stamped in each value) must stay within 20% of running alone. Phases alternate alone / with
 // the slow topic, after a warm-up; medians over the rounds absorb a noisy machine.
-// ctest-labels: serial
+// ctest-labels: serial scenario
 // ctest-timeout: 240
 #include "support/test_util.h"
 

@@ -4,7 +4,7 @@
 // consumed, once, in order); the same with a bound in time (max_lag) instead of bytes. Under
 // drop_oldest the producer is not slowed, and the consumer skips what was dropped while the disk
 // stays bounded. Each case runs 8 s (SL_SOAK=1: 20 s).
-// ctest-labels: serial
+// ctest-labels: serial scenario
 // ctest-timeout: 400
 #include "support/test_util.h"
 

@@ -3,7 +3,7 @@
 // cool-down 2 s. The offered rate steps 4,000 -> 14,000 (delay reaches 3 without going down),
 // -> 3,000 (it scales down), -> 40,000 (it stays at 4, the source is held to ~26,700/s and the
 // delay's queues stay within their capacity).
-// ctest-labels: serial
+// ctest-labels: serial scenario
 // ctest-timeout: 150
 #include "support/test_util.h"
 
