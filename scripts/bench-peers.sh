@@ -11,7 +11,8 @@
 #
 # --quick (or SL_BENCH_QUICK=1): short workloads for development (numbers not comparable).
 # Workloads: w1 (acks=log), w1-fsync (sluice only), w2, w2b, w3, w4 (sluice only: w4-alone
-# then w4), w5 (sluice only).
+# then w4), w5 (sluice only); w2-lag and w3-lag (sluice only): W2 and W3 on a topic whose only
+# bound is max_lag (2 s and 1 s), the configuration the goals of W2 and W3 are stated for.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +22,7 @@ if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then
     shift
 fi
 systems=sluice,nats,redis,zmq,mqtt
-workloads=w1,w1-fsync,w2,w2b,w3,w4,w5
+workloads=w1,w1-fsync,w2,w2-lag,w2b,w3,w3-lag,w4,w5
 rounds=2
 first_round=1
 quick=${SL_BENCH_QUICK:-0}
@@ -161,7 +162,7 @@ trap stop_server EXIT
 
 applies() { # system workload
     case $2 in
-    w1-fsync | w4 | w5 | credit*) [ "$1" = sluice ] ;;
+    w1-fsync | w4 | w5 | w2-lag | w3-lag | credit*) [ "$1" = sluice ] ;;
     *) return 0 ;;
     esac
 }
@@ -176,6 +177,9 @@ run_one() { # system workload round [extra load args...]
     local lw=$w args=()
     [ "$w" = w1-fsync ] && lw=w1 && args+=(--opt acks=fsync)
     case $w in credit-*) lw=w1 ;; esac
+    # max_lag alone (backlog 0 = no byte bound); --bounded also keeps client buffers small.
+    [ "$w" = w2-lag ] && lw=w2 && args+=(--bounded --opt backlog=0 --opt max_lag_ms=2000)
+    [ "$w" = w3-lag ] && lw=w3 && args+=(--bounded --opt backlog=0 --opt max_lag_ms=1000)
     [ "$quick" = 1 ] && args+=(--quick)
     start_server "$sys" "$w" "$tmp" || { rm -rf "$tmp"; return 1; }
     echo "== $sys $w round $r ($(cut -d' ' -f1-3 /proc/loadavg))" >&2
@@ -212,8 +216,8 @@ write_tables() {
         echo "Machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo);"
         echo "$(date -u '+%Y-%m-%d %H:%M UTC'); quick=$quick; rounds=$rounds."
         for w in w1 w1-fsync; do table $w w1; done
-        for w in w2 w2b; do table $w w2; done
-        table w3 w3
+        for w in w2 w2-lag w2b; do table $w w2; done
+        for w in w3 w3-lag; do table $w w3; done
         table w4-alone w4
         table w4 w4
         table w5 w5

@@ -7,19 +7,22 @@ set -euo pipefail
 out=${1:?results dir}
 command -v gnuplot >/dev/null || { echo "plot: gnuplot missing" >&2; exit 1; }
 
-COLORS=(sluice:#1b9e77 nats:#d95f02 redis:#7570b3 zmq:#e7298a mqtt:#66a61e)
+COLORS=(sluice:#1b9e77 nats:#d95f02 redis:#7570b3 zmq:#e7298a mqtt:#66a61e
+    'sluice max_lag':#000000)
 color() {
     for c in "${COLORS[@]}"; do [ "${c%%:*}" = "$1" ] && echo "${c#*:}" && return; done
     echo "#444444"
 }
 
-# One gnuplot plot command over every system's run1/series.csv for column expression $2.
+# One gnuplot plot command over every system's run1/series.csv for column expression $2; a
+# workload's -lag variant (sluice with only a max_lag bound) joins it as "sluice max_lag".
 plot_cmd() { # workload column-expr extra-title
     local w=$1 col=$2 cmd="plot" sep=""
-    for f in "$out/$w"/*/run1/series.csv; do
+    for f in "$out/$w"/*/run1/series.csv "$out/$w-lag"/sluice/run1/series.csv; do
         [ -f "$f" ] || continue
         local sys
         sys=$(basename "$(dirname "$(dirname "$f")")")
+        [[ $f == "$out/$w-lag/"* ]] && sys="sluice max_lag"
         cmd+="$sep '$f' using 1:($col) with lines lw 2 lc rgb '$(color "$sys")' title '$sys$3'"
         sep=","
     done
@@ -34,6 +37,7 @@ plot_workload() {
         [[ $term == svg* ]] && ext=svg
         gnuplot <<EOF
 set terminal $term
+set termoption noenhanced
 set output '$out/$w.$ext'
 set datafile separator ','
 set datafile missing 'NaN'
@@ -64,9 +68,9 @@ EOF
 
 plot_workload w1 'W1: 1,000,000 msgs, unthrottled consumer'
 plot_workload w1-fsync 'W1 with acks=fsync'
-plot_workload w2 'W2: producer flat out for 20 s, consumer capacity 20,000 msgs/s'
+plot_workload w2 'W2: producer flat out for 20 s, consumer capacity 20,000 msgs/s (sluice max_lag: the topic bounded by max_lag 2 s)'
 plot_workload w2b 'W2b: W2 with a 64 MiB bound per system'
-plot_workload w3 'W3: bursts of 200,000 msgs every 5 s, consumer capacity 50,000 msgs/s'
+plot_workload w3 'W3: bursts of 200,000 msgs every 5 s, consumer capacity 50,000 msgs/s (sluice max_lag: max_lag 1 s)'
 plot_workload w5 'W5: three producers (5k, 5k, 50k msgs/s intended), consumer capacity 20,000 msgs/s'
 
 # W4: the fast topic alone and beside the slow one (sluice).
@@ -76,6 +80,7 @@ if [ -f "$out/w4/sluice/run1/series.csv" ]; then
         [ $ext = svg ] && term="svg size 1400,500 dynamic font ',10'"
         gnuplot <<EOF
 set terminal $term
+set termoption noenhanced
 set output '$out/w4.$ext'
 set datafile separator ','
 set datafile missing 'NaN'
@@ -104,6 +109,7 @@ if [ -s "$out/credit/points.csv" ]; then
         [ $ext = svg ] && term="svg size 900,500 dynamic font ',10'"
         gnuplot <<EOF
 set terminal $term
+set termoption noenhanced
 set output '$out/credit.$ext'
 set datafile separator ','
 set grid
