@@ -126,12 +126,12 @@ struct sl_topic {
     sl_budget *memory;        // child of the broker's memory budget: this topic's allowance
     sl_budget *disk;          // child of the broker's disk budget
     sl_broker *broker;
-    uint32_t rr_next;        // round-robin partition for OPEN_PRODUCE(any)
-    uint32_t producer_count; // open producer streams
-    uint32_t refs;           // streams and in-flight requests holding the topic
-    bool deleted;            // deleted while referenced: freed when refs reach 0
-    sl_rate drain_bytes;     // delivered bytes/s over all partitions
-    sl_rate acked_bytes;     // bytes/s the slowest consumers acknowledge (commit), all partitions
+    uint32_t rr_next;          // round-robin partition for OPEN_PRODUCE(any)
+    uint32_t producer_count;   // open producer streams
+    uint32_t refs;             // streams and in-flight requests holding the topic
+    bool deleted;              // deleted while referenced: freed when refs reach 0
+    sl_rate drain_bytes;       // delivered bytes/s over all partitions
+    sl_rate acked_bytes;       // bytes/s the slowest consumers acknowledge (commit), all partitions
     uint64_t inflight_charged; // memory-budget bytes held by requests at the storage thread
     sl_topic_stats stats;
     sl_topic *next; // registry list
@@ -171,7 +171,7 @@ struct sl_stream {
     uint64_t delivered_records;
     uint64_t requested_records; // cumulative REQUEST records (saturating): demand's source
     bool waiting_data;          // parked until the partition grows
-    uint8_t stall_reason; // sl_stall_reason: why the last delivery attempt stopped
+    uint8_t stall_reason;       // sl_stall_reason: why the last delivery attempt stopped
     // Group streams (group.c; NULL/0 otherwise): the member that owns the partition and the
     // group's state of it. Unacked records are position - committed.
     sl_group_member *member;
@@ -301,8 +301,8 @@ struct sl_broker {
     uint64_t tick_count;
     bool stopping;
     sl_broker_stats stats;
-    sl_admin *admin;   // NULL when the admin endpoint is off
-    sl_groups *groups; // consumer groups (group.c)
+    sl_admin *admin;    // NULL when the admin endpoint is off
+    sl_groups *groups;  // consumer groups (group.c)
     struct sl_ops *ops; // ops.h: drop ledger, invariants, histograms (NULL before open)
 };
 

@@ -67,8 +67,8 @@ encode_group_sample(int index, uint8_t *buf, size_t cap, size_t *len)
 {
     switch (index - 27) {
     case 0: {
-        sl_proto_join_group j = {7, 1000, 500, 100, 3, SL_OFFSET_RESET_LATEST,
-                                 STR("billing"), STR("orders"), STR("")};
+        sl_proto_join_group j = {
+            7, 1000, 500, 100, 3, SL_OFFSET_RESET_LATEST, STR("billing"), STR("orders"), STR("")};
         return sl_proto_encode_join_group(buf, cap, &j, len);
     }
     case 1: {
@@ -80,8 +80,8 @@ encode_group_sample(int index, uint8_t *buf, size_t cap, size_t *len)
         return sl_proto_encode_group_member(buf, cap, SL_FRAME_LEAVE_GROUP, &m, len);
     }
     case 3: {
-        sl_proto_assign a = {7, 3, 1000, STR("billing"), STR("orders"), STR("m-1-1"), 3,
-                             g_assigned, NULL};
+        sl_proto_assign a = {7, 3,          1000, STR("billing"), STR("orders"), STR("m-1-1"),
+                             3, g_assigned, NULL};
         return sl_proto_encode_assign(buf, cap, &a, len);
     }
     case 4:
@@ -91,7 +91,8 @@ encode_group_sample(int index, uint8_t *buf, size_t cap, size_t *len)
         return sl_proto_encode_describe_group(buf, cap, &d, len);
     }
     case 6: {
-        sl_proto_group_list l = {.correlation_id = 10, .entry_count = 1, .entries = g_group_entries};
+        sl_proto_group_list l = {
+            .correlation_id = 10, .entry_count = 1, .entries = g_group_entries};
         return sl_proto_encode_group_list(buf, cap, &l, len);
     }
     case 7: {
