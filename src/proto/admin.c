@@ -267,15 +267,9 @@ rd_topic_entry(sl__rd *r, sl_proto_topic_entry *e)
 static void
 rd_topic_list(sl__rd *r, sl_proto_topic_list *out)
 {
-    out->correlation_id = sl__rd_u32(r);
-    uint8_t more = sl__rd_u8(r);
-    sl__rd_zero(r, 1);
-    out->entry_count = sl__rd_u16(r);
-    out->more = more == 1;
+    sl__rd_list_head(r, "TOPIC_LIST flag or count out of range", &out->correlation_id, &out->more,
+                     &out->entry_count);
     out->entries = NULL;
-    if (more > 1 || out->entry_count > SL_PROTO_LIST_ENTRIES_MAX) {
-        sl__rd_fail(r, "TOPIC_LIST flag or count out of range");
-    }
     out->raw = r->p;
     // Bounded by entry_count <= SL_PROTO_LIST_ENTRIES_MAX; a failed read ends the loop.
     for (uint16_t i = 0; i < out->entry_count && r->why == NULL; i++) {
@@ -293,22 +287,7 @@ sl_proto_topic_list_init(sl_proto_cursor *c, const sl_proto_topic_list *list)
     c->left = list->raw != NULL ? list->entry_count : 0;
 }
 
-int
-sl_proto_topic_list_next(sl_proto_cursor *c, sl_proto_topic_entry *out)
-{
-    if (c->left == 0) {
-        return SL_ENOENT;
-    }
-    sl__rd r;
-    sl__rd_init(&r, c->pos, (size_t)(c->end - c->pos));
-    rd_topic_entry(&r, out);
-    if (r.why != NULL) {
-        return SL_ECORRUPT; // only for a list that was not decoded by this library
-    }
-    c->pos = r.p;
-    c->left--;
-    return SL_OK;
-}
+SL__PROTO_CURSOR_NEXT(sl_proto_topic_list_next, sl_proto_topic_entry, rd_topic_entry)
 
 // TOPIC_INFO: 0 u32 correlation_id | 4 topic config | 40 str topic |
 // partition_count x (u64 log_start, u64 log_end, u64 durable, u64 backlog_bytes).
@@ -448,22 +427,7 @@ sl_proto_stats_init(sl_proto_cursor *c, const sl_proto_stats_result *stats)
     c->left = stats->raw != NULL ? stats->entry_count : 0;
 }
 
-int
-sl_proto_stats_next(sl_proto_cursor *c, sl_proto_stat *out)
-{
-    if (c->left == 0) {
-        return SL_ENOENT;
-    }
-    sl__rd r;
-    sl__rd_init(&r, c->pos, (size_t)(c->end - c->pos));
-    rd_stat(&r, out);
-    if (r.why != NULL) {
-        return SL_ECORRUPT; // only for a list that was not decoded by this library
-    }
-    c->pos = r.p;
-    c->left--;
-    return SL_OK;
-}
+SL__PROTO_CURSOR_NEXT(sl_proto_stats_next, sl_proto_stat, rd_stat)
 
 // ---- dispatch ----------------------------------------------------------------------------------
 
@@ -498,16 +462,6 @@ sl__proto_decode_admin(uint8_t type, sl__rd *r, sl_frame *out)
         return SL_ENOENT;
     }
 }
-
-#define SL__PROTO_DECODER(name, type)                                      \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
-    {                                                                      \
-        SL_ASSERT(out != NULL);                                            \
-        sl__rd r;                                                          \
-        sl__rd_init(&r, payload, len);                                     \
-        rd_##name(&r, out);                                                \
-        return sl__rd_end(&r);                                             \
-    }
 
 SL__PROTO_DECODER(create_topic, sl_proto_create_topic)
 SL__PROTO_DECODER(list_topics, sl_proto_list_topics)

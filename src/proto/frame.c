@@ -476,23 +476,25 @@ sl_proto_decode(const void *buf, size_t len, uint32_t max_frame, sl_frame *out, 
     return err;
 }
 
-// The public per-type decoders: one payload, one form.
-#define SL__PROTO_DECODER(name, type, body)                                \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
-    {                                                                      \
-        SL_ASSERT(out != NULL);                                            \
-        sl__rd r;                                                          \
-        sl__rd_init(&r, payload, len);                                     \
-        body;                                                              \
-        return sl__rd_end(&r);                                             \
-    }
+// ERROR needs a code; STREAM_CLOSE may carry SL_OK (a clean close).
+static void
+rd_error(sl__rd *r, sl_proto_error *out)
+{
+    rd_status(r, out, true);
+}
 
-SL__PROTO_DECODER(hello, sl_proto_hello, rd_hello(&r, out))
-SL__PROTO_DECODER(hello_ok, sl_proto_hello_ok, rd_hello_ok(&r, out))
-SL__PROTO_DECODER(ping, sl_proto_ping, rd_ping(&r, out))
-SL__PROTO_DECODER(error, sl_proto_error, rd_status(&r, out, true))
-SL__PROTO_DECODER(stream_close, sl_proto_error, rd_status(&r, out, false))
-SL__PROTO_DECODER(goaway, sl_proto_goaway, rd_goaway(&r, out))
+static void
+rd_stream_close(sl__rd *r, sl_proto_error *out)
+{
+    rd_status(r, out, false);
+}
+
+SL__PROTO_DECODER(hello, sl_proto_hello)
+SL__PROTO_DECODER(hello_ok, sl_proto_hello_ok)
+SL__PROTO_DECODER(ping, sl_proto_ping)
+SL__PROTO_DECODER(error, sl_proto_error)
+SL__PROTO_DECODER(stream_close, sl_proto_error)
+SL__PROTO_DECODER(goaway, sl_proto_goaway)
 
 void
 sl__rd_status(sl__rd *r, sl_proto_error *out, bool code_required)

@@ -351,15 +351,9 @@ sl_proto_encode_group_list(void *buf, size_t cap, const sl_proto_group_list *in,
 static void
 rd_group_list(sl__rd *r, sl_proto_group_list *out)
 {
-    out->correlation_id = sl__rd_u32(r);
-    uint8_t more = sl__rd_u8(r);
-    sl__rd_zero(r, 1);
-    out->entry_count = sl__rd_u16(r);
-    out->more = more == 1;
+    sl__rd_list_head(r, "GROUP_LIST flag or count out of range", &out->correlation_id, &out->more,
+                     &out->entry_count);
     out->entries = NULL;
-    if (more > 1 || out->entry_count > SL_PROTO_LIST_ENTRIES_MAX) {
-        sl__rd_fail(r, "GROUP_LIST flag or count out of range");
-    }
     out->raw = r->p;
     // Bounded by entry_count <= SL_PROTO_LIST_ENTRIES_MAX; a failed read ends the loop.
     for (uint16_t i = 0; i < out->entry_count && r->why == NULL; i++) {
@@ -377,22 +371,7 @@ sl_proto_group_list_init(sl_proto_cursor *c, const sl_proto_group_list *list)
     c->left = list->raw != NULL ? list->entry_count : 0;
 }
 
-int
-sl_proto_group_list_next(sl_proto_cursor *c, sl_proto_group_entry *out)
-{
-    if (c->left == 0) {
-        return SL_ENOENT;
-    }
-    sl__rd r;
-    sl__rd_init(&r, c->pos, (size_t)(c->end - c->pos));
-    rd_group_entry(&r, out);
-    if (r.why != NULL) {
-        return SL_ECORRUPT; // only for a list that was not decoded by this library
-    }
-    c->pos = r.p;
-    c->left--;
-    return SL_OK;
-}
+SL__PROTO_CURSOR_NEXT(sl_proto_group_list_next, sl_proto_group_entry, rd_group_entry)
 
 // ---- DESCRIBE_GROUP / GROUP_INFO ---------------------------------------------------------------
 
@@ -566,22 +545,7 @@ sl_proto_group_members_init(sl_proto_cursor *c, const sl_proto_group_info *info)
     c->left = info->raw_members != NULL ? info->member_count : 0;
 }
 
-int
-sl_proto_group_members_next(sl_proto_cursor *c, sl_proto_group_member_info *out)
-{
-    if (c->left == 0) {
-        return SL_ENOENT;
-    }
-    sl__rd r;
-    sl__rd_init(&r, c->pos, (size_t)(c->end - c->pos));
-    rd_member_info(&r, out);
-    if (r.why != NULL) {
-        return SL_ECORRUPT;
-    }
-    c->pos = r.p;
-    c->left--;
-    return SL_OK;
-}
+SL__PROTO_CURSOR_NEXT(sl_proto_group_members_next, sl_proto_group_member_info, rd_member_info)
 
 void
 sl_proto_group_info_partition(const sl_proto_group_info *info, uint16_t i,
@@ -643,16 +607,6 @@ sl__proto_decode_group(uint8_t type, sl__rd *r, sl_frame *out)
         return SL_ENOENT;
     }
 }
-
-#define SL__PROTO_DECODER(name, type)                                      \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
-    {                                                                      \
-        SL_ASSERT(out != NULL);                                            \
-        sl__rd r;                                                          \
-        sl__rd_init(&r, payload, len);                                     \
-        rd_##name(&r, out);                                                \
-        return sl__rd_end(&r);                                             \
-    }
 
 SL__PROTO_DECODER(join_group, sl_proto_join_group)
 SL__PROTO_DECODER(assign, sl_proto_assign)

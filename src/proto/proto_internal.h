@@ -134,6 +134,53 @@ sl__rd_end(sl__rd *r)
     return r->why == NULL ? SL_OK : SL_EPROTO;
 }
 
+// The head of a paged list answer (TOPIC_LIST, GROUP_LIST): u32 correlation_id, u8 more (0/1),
+// u8 reserved, u16 entry_count (at most SL_PROTO_LIST_ENTRIES_MAX); what names the frame.
+static inline void
+sl__rd_list_head(sl__rd *r, const char *what, uint32_t *correlation_out, bool *more_out,
+                 uint16_t *count_out)
+{
+    *correlation_out = sl__rd_u32(r);
+    uint8_t more = sl__rd_u8(r);
+    sl__rd_zero(r, 1);
+    *count_out = sl__rd_u16(r);
+    *more_out = more == 1;
+    if (more > 1 || *count_out > SL_PROTO_LIST_ENTRIES_MAX) {
+        sl__rd_fail(r, what);
+    }
+}
+
+// A public per-type decoder (one payload, one form) wrapping the file's reader rd_<name>: grep
+// for "SL__PROTO_DECODER(name" to find one.
+#define SL__PROTO_DECODER(name, type)                                      \
+    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
+    {                                                                      \
+        SL_ASSERT(out != NULL);                                            \
+        sl__rd r;                                                          \
+        sl__rd_init(&r, payload, len);                                     \
+        rd_##name(&r, out);                                                \
+        return sl__rd_end(&r);                                             \
+    }
+
+// A cursor's next function over entries a decode already validated, read with reader: SL_ENOENT
+// past the last, SL_ECORRUPT only for a list that was not decoded by this library.
+#define SL__PROTO_CURSOR_NEXT(fn, type, reader)             \
+    int fn(sl_proto_cursor *c, type *out)                   \
+    {                                                       \
+        if (c->left == 0) {                                 \
+            return SL_ENOENT;                               \
+        }                                                   \
+        sl__rd r;                                           \
+        sl__rd_init(&r, c->pos, (size_t)(c->end - c->pos)); \
+        reader(&r, out);                                    \
+        if (r.why != NULL) {                                \
+            return SL_ECORRUPT;                             \
+        }                                                   \
+        c->pos = r.p;                                       \
+        c->left--;                                          \
+        return SL_OK;                                       \
+    }
+
 // A writer into the caller's buffer. Writes past cap set full instead of writing, so encoders
 // write every field unconditionally and check once in sl__wr_finish.
 typedef struct sl__wr {

@@ -573,18 +573,6 @@ sl__proto_decode_stream(uint8_t type, sl__rd *r, sl_frame *out)
     }
 }
 
-// The public per-type decoders: one payload, one form. Generated, since each only wraps its
-// reader: grep for "SL__PROTO_DECODER(name" to find one.
-#define SL__PROTO_DECODER(name, type)                                      \
-    int sl_proto_decode_##name(const void *payload, size_t len, type *out) \
-    {                                                                      \
-        SL_ASSERT(out != NULL);                                            \
-        sl__rd r;                                                          \
-        sl__rd_init(&r, payload, len);                                     \
-        rd_##name(&r, out);                                                \
-        return sl__rd_end(&r);                                             \
-    }
-
 SL__PROTO_DECODER(open_produce, sl_proto_open_produce)
 SL__PROTO_DECODER(open_consume, sl_proto_open_consume)
 SL__PROTO_DECODER(stream_ok, sl_proto_stream_ok)
