@@ -190,6 +190,8 @@ sl_stream_stall_reason(const sl_stream *s)
 typedef struct sl_write {
     uv_write_t req;
     sl_conn *conn;
+    struct sl_write *next; // the connection's queue of writes in flight, oldest first
+    int64_t queued_ns;     // when it was queued (sl_now_ns), for the queue's oldest age
     size_t charged_bytes;
     size_t size;
     uint8_t data[];
@@ -217,6 +219,8 @@ struct sl_conn {
     size_t rbuf_charged;       // bytes of rbuf charged to the connection budget
     sl_budget *budget;         // per-connection allowance: read buffers and queued writes
     size_t write_queued_bytes; // bytes in uv_write requests not completed
+    sl_write *write_head;      // those requests, oldest first (libuv completes them in order)
+    sl_write *write_tail;
     uint32_t stream_count;
     sl_stream *streams;
     uint32_t refs; // in-flight storage requests and the handle itself

@@ -574,6 +574,9 @@ set_committed(sl_broker *b, sl_group *g, sl_group_part *gp, uint64_t committed)
     if (committed <= gp->committed && gp->has_commit) {
         return;
     }
+    if (gp->has_commit) {
+        g->committed_records.total += committed - gp->committed;
+    }
     gp->committed = committed;
     gp->has_commit = true;
     gp->head_failures = 0;
@@ -713,6 +716,9 @@ void
 sl_groups_tick(sl_broker *b, int64_t now)
 {
     for (sl_group *g = b->groups->list; g != NULL; g = g->next) {
+        double dt = g->rate_tick_ns == 0 ? 0 : (double)(now - g->rate_tick_ns) / 1e9;
+        g->rate_tick_ns = now;
+        sl_rate_tick(&g->committed_records, dt);
         tick_members(b, g, now);
         for (uint32_t i = 0; i < g->partition_count; i++) {
             tick_partition(b, g, i, now);

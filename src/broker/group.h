@@ -69,8 +69,27 @@ struct sl_group {
     uint64_t dlq_producer_id; // the broker's producer identity on the dead-letter topic
     bool dirty;               // committed offsets changed since the last write
     int64_t persisted_ns;
+    sl_rate committed_records; // records committed over all partitions (smoothed on the tick)
+    int64_t rate_tick_ns;      // last tick of committed_records
     sl_group *next;
 };
+
+// Predictions for one group from the current smoothed rates (group_admin.c).
+// consumers_recommended = ceil(topic input rate / per-member commit rate), at most the partition
+// count (more members would own nothing); with no measured rate yet it is the current owners (at
+// least 1 while records wait). Seconds are +Inf when never and 0 when already.
+typedef struct sl_group_predict {
+    double in_records_per_s;         // the topic's append rate
+    double consumed_records_per_s;   // the group's commit rate, all members
+    double per_member_records_per_s; // consumed / owners (0 when unmeasured)
+    uint64_t lag_records;            // committed offset to partition end, all partitions
+    double lag_seconds;              // lag / consumed rate
+    double drain_seconds;            // lag / (consumed - in)
+    uint32_t owners;                 // members owning at least one partition
+    uint32_t consumers_recommended;
+} sl_group_predict;
+
+void sl_group_predict_get(sl_broker *b, const sl_group *g, sl_group_predict *out);
 
 struct sl_groups {
     sl_group *list;

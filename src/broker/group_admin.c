@@ -4,6 +4,7 @@
 #include "broker/group.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -139,4 +140,65 @@ sl_group_describe(sl_conn *c, const sl_proto_describe_group *d)
     if (sl_conn_encode(c, GROUP_ADMIN_FRAME_BYTES, encode_group_info, &info) != SL_OK) {
         sl_conn_admin_reply(c, d->correlation_id, SL_EFULL, "send allowance full; retry");
     }
+}
+
+// ---- predictions -------------------------------------------------------------------------------
+
+// Rates under this (records/s) count as nothing: a smoothed rate decays toward 0 and never
+// reaches it.
+#define PREDICT_IDLE_RECORDS_PER_S 0.01
+
+static uint32_t
+owners_of(const sl_group *g)
+{
+    uint32_t owners = 0;
+    for (uint32_t k = 0; k < g->member_count; k++) {
+        bool owns = false;
+        for (uint32_t i = 0; i < g->partition_count && !owns; i++) {
+            owns = g->parts[i].owner == g->members[k];
+        }
+        owners += owns ? 1u : 0u;
+    }
+    return owners;
+}
+
+static uint32_t
+recommend(const sl_group *g, const sl_group_predict *p)
+{
+    if (p->in_records_per_s < PREDICT_IDLE_RECORDS_PER_S) {
+        return p->lag_records > 0 || p->owners > 0 ? 1u : 0u;
+    }
+    if (p->per_member_records_per_s < PREDICT_IDLE_RECORDS_PER_S) {
+        return SL_MAX(p->owners, 1u); // nothing measured yet: keep what there is
+    }
+    double want = ceil(p->in_records_per_s / p->per_member_records_per_s);
+    return (uint32_t)SL_MIN(want, (double)SL_MAX(g->partition_count, 1u));
+}
+
+void
+sl_group_predict_get(sl_broker *b, const sl_group *g, sl_group_predict *out)
+{
+    *out = (sl_group_predict){.consumed_records_per_s = g->committed_records.per_s};
+    sl_topic *t = sl_topic_find(b, g->topic, strlen(g->topic));
+    if (t != NULL && t->config.partition_count != g->partition_count) {
+        t = NULL;
+    }
+    for (uint32_t i = 0; t != NULL && i < g->partition_count; i++) {
+        const sl_partition *p = &t->partitions[i];
+        out->in_records_per_s += p->in_records.per_s;
+        out->lag_records +=
+            p->end_offset > g->parts[i].committed ? p->end_offset - g->parts[i].committed : 0;
+    }
+    out->owners = owners_of(g);
+    if (out->owners > 0 && out->consumed_records_per_s >= PREDICT_IDLE_RECORDS_PER_S) {
+        out->per_member_records_per_s = out->consumed_records_per_s / out->owners;
+    }
+    double lag = (double)out->lag_records;
+    double consumed = out->consumed_records_per_s;
+    out->lag_seconds = lag == 0                                 ? 0
+                       : consumed >= PREDICT_IDLE_RECORDS_PER_S ? lag / consumed
+                                                                : INFINITY;
+    double net = consumed - out->in_records_per_s;
+    out->drain_seconds = lag == 0 ? 0 : net >= PREDICT_IDLE_RECORDS_PER_S ? lag / net : INFINITY;
+    out->consumers_recommended = recommend(g, out);
 }

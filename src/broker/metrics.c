@@ -73,6 +73,7 @@ typedef enum fam {
     F_CONN_IN_RATE,
     F_CONN_OVER_CREDIT,
     F_CONN_READ_PAUSED,
+    F_CONN_WRITE_OLDEST_AGE,
     F_PRODUCER_CREDIT_GRANTED,
     F_PRODUCER_CREDIT_OUTSTANDING,
     F_PRODUCER_RECEIVED,
@@ -96,6 +97,10 @@ typedef enum fam {
     F_GROUP_LAG_RECORDS,
     F_GROUP_UNACKED,
     F_GROUP_STALLED,
+    F_GROUP_CONSUMED_RATE,
+    F_GROUP_LAG_SECONDS,
+    F_GROUP_CONSUMERS_RECOMMENDED,
+    F_GROUP_DRAIN_SECONDS,
     // Operator families (ops.h): resyncs, histograms, predictions, demand, ages.
     F_CREDIT_RESYNCS,
     F_DROPS_RECORDED,
@@ -255,6 +260,10 @@ static const fam_desc FAMS[F_COUNT] = {
                             LBL(L_CONN)},
     [F_CONN_READ_PAUSED] = {"sluice_conn_read_paused",
                             "1 while a frame waits for budget (reads stopped)", G, LBL(L_CONN)},
+    [F_CONN_WRITE_OLDEST_AGE] = {"sluice_connection_write_queue_oldest_age_seconds",
+                                 "age of the oldest write queued and not yet taken by the socket "
+                                 "(0 when none)",
+                                 G, LBL(L_CONN)},
     [F_PRODUCER_CREDIT_GRANTED] = {"sluice_producer_credit_granted_bytes_total",
                                    "credit granted to one producer stream", C, LBL(L_STREAM)},
     [F_PRODUCER_CREDIT_OUTSTANDING] = {"sluice_producer_credit_outstanding_bytes",
@@ -311,6 +320,21 @@ static const fam_desc FAMS[F_COUNT] = {
     [F_GROUP_STALLED] = {"sluice_group_partition_stalled",
                          "1 while the owner's stream gets no records, with the reason", G,
                          LBL(L_GROUP_STALL)},
+    [F_GROUP_CONSUMED_RATE] = {"sluice_group_consumed_records_per_second",
+                               "smoothed rate at which a group commits records, all members", G,
+                               LBL(L_GROUP)},
+    [F_GROUP_LAG_SECONDS] = {"sluice_group_lag_seconds",
+                             "a group's lag over all partitions at its commit rate (+Inf when "
+                             "behind and committing nothing)",
+                             G, LBL(L_GROUP)},
+    [F_GROUP_CONSUMERS_RECOMMENDED] = {"sluice_group_consumers_recommended",
+                                       "members the group needs to keep up: ceil(input rate / "
+                                       "per-member commit rate), at most the partitions",
+                                       G, LBL(L_GROUP)},
+    [F_GROUP_DRAIN_SECONDS] = {"sluice_group_drain_seconds",
+                               "time to drain the group's lag at the current rates (+Inf when it "
+                               "does not shrink)",
+                               G, LBL(L_GROUP)},
     [F_CREDIT_RESYNCS] = {"sluice_credit_resyncs_total",
                           "credit accounting found inconsistent and recomputed, by kind", C,
                           LBL(L_KIND)},
@@ -697,6 +721,10 @@ put_conn(builder *k, sl_conn *c)
     put(k, F_CONN_IN_RATE, l, rate);
     put(k, F_CONN_OVER_CREDIT, l, c->over_credit ? 1.0 : 0.0);
     put(k, F_CONN_READ_PAUSED, l, c->reading ? 0.0 : 1.0);
+    int64_t oldest = c->write_head != NULL ? c->write_head->queued_ns : 0;
+    int64_t now = sl_now_ns();
+    put(k, F_CONN_WRITE_OLDEST_AGE, l,
+        oldest != 0 && now > oldest ? (double)(now - oldest) / 1e9 : 0.0);
     if (c->budget != NULL) {
         sl_budget_stats st;
         sl_budget_stats_get(c->budget, &st);
@@ -713,6 +741,12 @@ put_group(builder *k, sl_broker *b, const sl_group *g)
     put(k, F_GROUP_REBALANCES, l, (double)g->rebalances_total);
     put(k, F_GROUP_REDELIVERIES, l, (double)g->redeliveries_total);
     put(k, F_GROUP_DLQ_RECORDS, l, (double)g->dlq_records_total);
+    sl_group_predict pr;
+    sl_group_predict_get(b, g, &pr);
+    put(k, F_GROUP_CONSUMED_RATE, l, pr.consumed_records_per_s);
+    put(k, F_GROUP_LAG_SECONDS, l, pr.lag_seconds);
+    put(k, F_GROUP_CONSUMERS_RECOMMENDED, l, (double)pr.consumers_recommended);
+    put(k, F_GROUP_DRAIN_SECONDS, l, pr.drain_seconds);
     sl_topic *t = sl_topic_find(b, g->topic, strlen(g->topic));
     if (t != NULL && t->config.partition_count != g->partition_count) {
         t = NULL;

@@ -112,8 +112,10 @@ void sl_why_set_consumer_hook(sl_why_consumer_hook hook);
 
 const char *sl_why_reason_name(sl_why_reason reason);
 
-// Writes the /why answer for topic (and group, reserved for consumer groups; may be NULL) as
-// JSON. Returns SL_ENOENT (and writes an error object) when the topic does not exist.
+// Writes the /why answer for topic as JSON. With a group (NULL or "" for none): only the group's
+// streams, its members, each partition's owner and the hop holding it, and its predictions.
+// Returns SL_ENOENT (and writes an error object) when the topic, or the group on it, does not
+// exist.
 int sl_why_render(sl_broker *b, const char *topic, const char *group, sl_strbuf *sb);
 
 // ---- histograms and predictions (ops.c)

@@ -154,12 +154,36 @@ sl_conn_encode(sl_conn *c, size_t cap, sl_frame_encoder encode, const void *arg)
     return SL_OK;
 }
 
+// Takes w off the connection's queue: the head in practice, as libuv completes writes in order.
+static void
+write_unlink(sl_conn *c, sl_write *w)
+{
+    sl_write *prev = NULL;
+    // Bounded by the writes the connection's budget admits.
+    for (sl_write *x = c->write_head; x != NULL; prev = x, x = x->next) {
+        if (x != w) {
+            continue;
+        }
+        if (prev == NULL) {
+            c->write_head = w->next;
+        } else {
+            prev->next = w->next;
+        }
+        if (c->write_tail == w) {
+            c->write_tail = prev;
+        }
+        w->next = NULL;
+        return;
+    }
+}
+
 static void
 on_write_done(uv_write_t *req, int status)
 {
     sl_write *w = (sl_write *)req;
     sl_conn *c = w->conn;
     c->write_queued_bytes -= w->size;
+    write_unlink(c, w);
     sl_conn_write_discard(c, w);
     if (status != 0 && !c->closing) {
         sl_conn_close(c, SL_ECONNRESET, uv_strerror(status));
@@ -182,9 +206,18 @@ sl_conn_write(sl_conn *c, sl_write *w)
     uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)w->size);
     c->write_queued_bytes += w->size;
     c->refs++;
+    w->queued_ns = sl_now_ns();
+    w->next = NULL;
+    if (c->write_tail != NULL) {
+        c->write_tail->next = w;
+    } else {
+        c->write_head = w;
+    }
+    c->write_tail = w;
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write_done);
     if (rc != 0) {
         c->write_queued_bytes -= w->size;
+        write_unlink(c, w);
         sl_conn_write_discard(c, w);
         c->refs--;
         sl_conn_close(c, SL_ECONNRESET, uv_strerror(rc));

@@ -6,10 +6,12 @@
 #include "broker/ops.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "broker/broker.h"
+#include "broker/group.h"
 #include "core/util.h"
 
 // Smoothed accepted rate under which a producer stream with credit counts as sending nothing.
@@ -237,6 +239,143 @@ absent_consumers(sl_topic *t, sl_strbuf *sb, bool *comma, why_verdict *root)
     }
 }
 
+static void
+json_num(sl_strbuf *sb, const char *key, double value)
+{
+    sl__strbuf_puts(sb, ",\"");
+    sl__strbuf_puts(sb, key);
+    sl__strbuf_puts(sb, "\":");
+    if (!isfinite(value)) {
+        sl__strbuf_puts(sb, "null"); // JSON has no infinity: null means "never"
+        return;
+    }
+    sl__strbuf_double(sb, value);
+}
+
+// Who holds partition i of group g: its owner's stream walked like any consumer, or the missing
+// owner or stream named.
+static void
+group_part_why(const sl_group *g, uint32_t i, const sl_partition *p, why_verdict *v)
+{
+    const sl_group_part *gp = &g->parts[i];
+    uint64_t lag = p != NULL && p->end_offset > gp->committed ? p->end_offset - gp->committed : 0;
+    if (gp->stream != NULL && !gp->stream->conn->closing) {
+        consumer_why(gp->stream, v);
+        return;
+    }
+    v->hop = "consumer";
+    v->budget = NULL;
+    v->reason = lag > 0 ? SL_WHY_CONSUMER_ABSENT : SL_WHY_IDLE;
+    if (g->member_count == 0) {
+        snprintf(v->detail, sizeof(v->detail),
+                 "group has no live members; partition %" PRIu32 " has %" PRIu64
+                 " records uncommitted",
+                 i, lag);
+    } else if (gp->owner == NULL) {
+        snprintf(v->detail, sizeof(v->detail),
+                 "no member owns partition %" PRIu32 " (%" PRIu64 " records uncommitted)", i, lag);
+    } else {
+        snprintf(v->detail, sizeof(v->detail),
+                 "member %s owns partition %" PRIu32 " and has no open stream on it (%" PRIu64
+                 " records uncommitted)",
+                 gp->owner->id, i, lag);
+    }
+}
+
+static void
+group_members_render(const sl_group *g, sl_strbuf *sb)
+{
+    sl__strbuf_puts(sb, ",\"members\":[");
+    for (uint32_t k = 0; k < g->member_count; k++) {
+        const sl_group_member *m = g->members[k];
+        sl__strbuf_puts(sb, k > 0 ? ",{" : "{");
+        json_str(sb, "id", m->id, false);
+        json_str(sb, "peer", m->conn->peer, true);
+        sl__strbuf_puts(sb, ",\"partitions\":[");
+        bool comma = false;
+        for (uint32_t i = 0; i < g->partition_count; i++) {
+            if (g->parts[i].owner == m) {
+                sl__strbuf_puts(sb, comma ? "," : "");
+                sl__strbuf_u64(sb, i);
+                comma = true;
+            }
+        }
+        sl__strbuf_puts(sb, "]}");
+    }
+    sl__strbuf_putc(sb, ']');
+}
+
+static void
+group_predict_render(sl_broker *b, const sl_group *g, sl_strbuf *sb)
+{
+    sl_group_predict pr;
+    sl_group_predict_get(b, g, &pr);
+    sl__strbuf_puts(sb, ",\"predict\":{\"lag_records\":");
+    sl__strbuf_u64(sb, pr.lag_records);
+    json_num(sb, "lag_seconds", pr.lag_seconds);
+    json_num(sb, "in_records_per_s", pr.in_records_per_s);
+    json_num(sb, "consumed_records_per_s", pr.consumed_records_per_s);
+    json_num(sb, "per_member_records_per_s", pr.per_member_records_per_s);
+    json_num(sb, "drain_seconds", pr.drain_seconds);
+    json_u64(sb, "consumers_recommended", pr.consumers_recommended);
+    sl__strbuf_putc(sb, '}');
+}
+
+// /why?topic=T&group=G: only the group's streams, its members and who owns what, and per
+// partition the hop holding the flow.
+static void
+group_why_render(sl_broker *b, sl_topic *t, const sl_group *g, sl_strbuf *sb)
+{
+    why_verdict root = {.reason = SL_WHY_IDLE, .hop = "none"};
+    snprintf(root.detail, sizeof(root.detail), "nothing to move: every partition is committed");
+    bool flowing = false;
+    sl__strbuf_puts(sb, "{");
+    json_str(sb, "topic", t->name, false);
+    json_str(sb, "group", g->name, true);
+    json_u64(sb, "generation", g->generation);
+    group_members_render(g, sb);
+    group_predict_render(b, g, sb);
+    const sl_partition *parts =
+        t->config.partition_count == g->partition_count ? t->partitions : NULL;
+    sl__strbuf_puts(sb, ",\"partitions\":[");
+    for (uint32_t i = 0; i < g->partition_count; i++) {
+        const sl_group_part *gp = &g->parts[i];
+        why_verdict v = {0};
+        group_part_why(g, i, parts != NULL ? &parts[i] : NULL, &v);
+        sl__strbuf_puts(sb, i > 0 ? ",{\"partition\":" : "{\"partition\":");
+        sl__strbuf_u64(sb, i);
+        json_str(sb, "owner", gp->owner != NULL ? gp->owner->id : NULL, true);
+        json_u64(sb, "committed", gp->committed);
+        verdict_render(sb, &v);
+        sl__strbuf_putc(sb, '}');
+        flowing = flowing || v.reason == SL_WHY_FLOWING;
+        if (rank(v.reason) > rank(root.reason)) {
+            root = v;
+        }
+    }
+    sl__strbuf_puts(sb, "],\"streams\":[");
+    bool comma = false;
+    for (uint32_t i = 0; i < g->partition_count; i++) {
+        const sl_stream *s = g->parts[i].stream;
+        if (s != NULL && !s->conn->closing) {
+            why_verdict v = {0};
+            consumer_why(s, &v);
+            stream_render(sb, s, &v, comma);
+            comma = true;
+        }
+    }
+    if (rank(root.reason) == 0 && flowing) {
+        root = (why_verdict){.reason = SL_WHY_FLOWING, .hop = "none"};
+        snprintf(root.detail, sizeof(root.detail), "records move to every partition's owner");
+    }
+    sl__strbuf_puts(sb, "],\"verdict\":{");
+    json_str(sb, "hop", root.hop, false);
+    json_str(sb, "reason", sl_why_reason_name(root.reason), true);
+    json_str(sb, "budget", root.budget, true);
+    json_str(sb, "detail", root.detail, true);
+    sl__strbuf_puts(sb, "}}\n");
+}
+
 int
 sl_why_render(sl_broker *b, const char *topic, const char *group, sl_strbuf *sb)
 {
@@ -247,6 +386,19 @@ sl_why_render(sl_broker *b, const char *topic, const char *group, sl_strbuf *sb)
         json_str(sb, "topic", topic != NULL ? topic : "", true);
         sl__strbuf_puts(sb, "}\n");
         return SL_ENOENT;
+    }
+    if (group != NULL && group[0] != '\0') {
+        sl_group *g = sl_group_find(b, group, strlen(group), t->name, strlen(t->name));
+        if (g == NULL) {
+            sl__strbuf_puts(sb, "{");
+            json_str(sb, "error", "no such group on this topic", false);
+            json_str(sb, "topic", t->name, true);
+            json_str(sb, "group", group, true);
+            sl__strbuf_puts(sb, "}\n");
+            return SL_ENOENT;
+        }
+        group_why_render(b, t, g, sb);
+        return SL_OK;
     }
     why_verdict root = {.reason = SL_WHY_IDLE, .hop = "none"};
     snprintf(root.detail, sizeof(root.detail),

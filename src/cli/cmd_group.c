@@ -1,25 +1,31 @@
 // `sluice group list|describe`: the broker's consumer groups, and for one group its members, who
 // owns each partition, the committed offset, the lag in records and in seconds (from the record
 // timestamp at the committed offset), unacked records and why the owner's stream is stalled.
-#include "cli/cli.h"
+#include "cli/ops.h"
 
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+
+#include <curl/curl.h>
 
 #include <sluice/error.h>
 
 static const char group_usage[] =
     "usage: sluice group list\n"
-    "       sluice group describe GROUP [--topic TOPIC]\n"
+    "       sluice group describe GROUP [--topic TOPIC] [--admin HOST:PORT]\n"
     "common: --broker HOST:PORT  --timeout DURATION (default 10s)  --help\n"
-    "describe without --topic describes the group on every topic it consumes.\n";
+    "describe without --topic describes the group on every topic it consumes; with --admin\n"
+    "(or $SLUICE_ADMIN) it adds the predictions: consumers recommended, lag, time to drain.\n";
 
 typedef struct group_opts {
     const char *broker;
     const char *topic;
+    const char *admin; // the broker's admin endpoint, for the predictions; NULL: not asked
     int64_t timeout_ms;
+    FILE *out;
 } group_opts;
 
 static int
@@ -32,6 +38,9 @@ group_opt(void *user, int c, FILE *err)
         return SL_OK;
     case 't':
         o->topic = optarg;
+        return SL_OK;
+    case 'a':
+        o->admin = optarg;
         return SL_OK;
     case 'w':
         return sl_cli_parse_ms(err, "group", "--timeout", optarg, &o->timeout_ms);
@@ -56,10 +65,64 @@ wall_us(void)
     return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
+// Seconds for people: "never" for +Inf (JSON null).
+static void
+print_seconds(FILE *out, const char *label, json_t *v)
+{
+    if (json_is_number(v)) {
+        fprintf(out, " %s %.1f s", label, json_number_value(v));
+    } else {
+        fprintf(out, " %s never", label);
+    }
+}
+
+// The group's predictions from the admin endpoint's /why answer (the broker computes them).
+static void
+print_predict(const group_opts *o, const sl_proto_group_info *g)
+{
+    FILE *out = o->out;
+    if (o->admin == NULL) {
+        fprintf(out, "predictions: pass --admin HOST:PORT (or set $%s)\n", SL_CLI_ADMIN_ENV);
+        return;
+    }
+    char path[1024];
+    char *gesc = curl_easy_escape(NULL, g->group.data, (int)g->group.size);
+    char *tesc = curl_easy_escape(NULL, g->topic.data, (int)g->topic.size);
+    snprintf(path, sizeof(path), "/why?topic=%s&group=%s", tesc != NULL ? tesc : "",
+             gesc != NULL ? gesc : "");
+    curl_free(gesc);
+    curl_free(tesc);
+    json_t *j = NULL;
+    long status = 0;
+    char why[320];
+    int rc = sl_cli_admin_json(o->admin, path, o->timeout_ms, &j, &status, why, sizeof(why));
+    json_t *p = rc == SL_OK && status == 200 ? json_object_get(j, "predict") : NULL;
+    if (p == NULL) {
+        fprintf(out, "predictions: not available from %s (%s)\n", o->admin,
+                rc != SL_OK ? why : "no answer for this group");
+        json_decref(j);
+        return;
+    }
+    fprintf(out,
+            "predictions: consumers_recommended %lld (owners now %lld) in %.1f rec/s, consumed "
+            "%.1f rec/s (%.1f per member), lag %lld records",
+            (long long)json_integer_value(json_object_get(p, "consumers_recommended")),
+            (long long)json_array_size(json_object_get(j, "members")),
+            json_number_value(json_object_get(p, "in_records_per_s")),
+            json_number_value(json_object_get(p, "consumed_records_per_s")),
+            json_number_value(json_object_get(p, "per_member_records_per_s")),
+            (long long)json_integer_value(json_object_get(p, "lag_records")));
+    print_seconds(out, "=", json_object_get(p, "lag_seconds"));
+    print_seconds(out, ", drain in", json_object_get(p, "drain_seconds"));
+    fputc('\n', out);
+    json_decref(j);
+}
+
 static void
 print_info(const sl_proto_group_info *g, void *user)
 {
-    FILE *out = user;
+    const group_opts *o = user;
+    FILE *out = o->out;
     fprintf(out,
             "group: %.*s\ntopic: %.*s\ngeneration: %u\nrebalances_total: %" PRIu64
             "\nredeliveries_total: %" PRIu64 "\ndlq_records_total: %" PRIu64 "\nmembers: %u\n",
@@ -93,6 +156,7 @@ print_info(const sl_proto_group_info *g, void *user)
                                                         : 0,
                 p.owner == SL_PROTO_OWNER_NONE ? "-" : sl_stall_reason_name(p.stall_reason));
     }
+    print_predict(o, g);
 }
 
 typedef struct topics_of {
@@ -119,7 +183,7 @@ describe_all(sl_admin *a, const char *group, const group_opts *o, FILE *out)
 {
     if (o->topic != NULL) {
         return sl_admin_describe_group(a, group, o->topic, sl_deadline_after_ms(o->timeout_ms),
-                                       print_info, out);
+                                       print_info, (void *)o);
     }
     topics_of t = {.group = group};
     int r = sl_admin_list_groups(a, sl_deadline_after_ms(o->timeout_ms), collect_topics, &t);
@@ -129,7 +193,7 @@ describe_all(sl_admin *a, const char *group, const group_opts *o, FILE *out)
     for (int i = 0; r == SL_OK && i < t.count; i++) {
         fputs(i > 0 ? "\n" : "", out);
         r = sl_admin_describe_group(a, group, t.topics[i], sl_deadline_after_ms(o->timeout_ms),
-                                    print_info, out);
+                                    print_info, (void *)o);
     }
     return r;
 }
@@ -137,12 +201,11 @@ describe_all(sl_admin *a, const char *group, const group_opts *o, FILE *out)
 int
 sl_cli_group(int argc, char **argv, FILE *out, FILE *err)
 {
-    static const struct option longs[] = {{"broker", required_argument, NULL, 'b'},
-                                          {"topic", required_argument, NULL, 't'},
-                                          {"timeout", required_argument, NULL, 'w'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
-    group_opts o = {.timeout_ms = SL_CLI_TIMEOUT_MS_DEFAULT};
+    static const struct option longs[] = {
+        {"broker", required_argument, NULL, 'b'},  {"topic", required_argument, NULL, 't'},
+        {"timeout", required_argument, NULL, 'w'}, {"admin", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    group_opts o = {.timeout_ms = SL_CLI_TIMEOUT_MS_DEFAULT, .out = out};
     int code = sl_cli_getopt(argc, argv, "b:t:h", longs, group_usage, out, err, group_opt, &o);
     if (code != SL_CLI_EXIT_OK) {
         return code == SL_CLI_HELP_SHOWN ? SL_CLI_EXIT_OK : code;
@@ -151,6 +214,9 @@ sl_cli_group(int argc, char **argv, FILE *out, FILE *err)
     const char *name = optind + 1 < argc ? argv[optind + 1] : NULL;
     bool list = verb != NULL && strcmp(verb, "list") == 0;
     bool describe = verb != NULL && strcmp(verb, "describe") == 0;
+    if (o.admin == NULL && getenv(SL_CLI_ADMIN_ENV) != NULL) {
+        o.admin = sl_cli_admin_addr(NULL);
+    }
     if (!list && !describe) {
         fputs(group_usage, err);
         return SL_CLI_EXIT_USAGE;

@@ -69,6 +69,38 @@ str_or(json_t *obj, const char *key, const char *fallback)
     return v != NULL ? v : fallback;
 }
 
+// With a group: its members and what each owns, then per partition the owner and the hop holding
+// it.
+static void
+group_print(FILE *out, json_t *j)
+{
+    json_t *members = json_object_get(j, "members");
+    fprintf(out, "group %s: %zu live members\n", str_or(j, "group", "?"), json_array_size(members));
+    size_t i;
+    json_t *m;
+    json_array_foreach(members, i, m)
+    {
+        fprintf(out, "  member %s (%s) owns partitions", str_or(m, "id", "?"),
+                str_or(m, "peer", "?"));
+        json_t *parts = json_object_get(m, "partitions");
+        size_t k;
+        json_t *p;
+        json_array_foreach(parts, k, p)
+        {
+            fprintf(out, " %lld", (long long)json_integer_value(p));
+        }
+        fprintf(out, "%s\n", json_array_size(parts) == 0 ? " (none)" : "");
+    }
+    fprintf(out, "partitions:\n");
+    json_array_foreach(json_object_get(j, "partitions"), i, m)
+    {
+        fprintf(out, "  partition %lld owner %s: %s at the %s: %s\n",
+                (long long)json_integer_value(json_object_get(m, "partition")),
+                str_or(m, "owner", "-"), str_or(m, "reason", "?"), str_or(m, "hop", "?"),
+                str_or(m, "detail", ""));
+    }
+}
+
 static void
 why_print(FILE *out, json_t *j)
 {
@@ -82,6 +114,9 @@ why_print(FILE *out, json_t *j)
     } else {
         fprintf(out, "topic %s is held at the %s: %s%s%s\n  %s\n", topic, str_or(v, "hop", "?"),
                 reason, budget != NULL ? " by the " : "", budget != NULL ? budget : "", detail);
+    }
+    if (json_object_get(j, "partitions") != NULL) {
+        group_print(out, j);
     }
     json_t *streams = json_object_get(j, "streams");
     if (json_array_size(streams) == 0) {

@@ -4,7 +4,9 @@
 // committed offsets survive kill -9 of the broker; an unacked record is redelivered after the ack
 // timeout and dead-lettered after max_redeliveries; max_ack_pending stalls a stream visibly; the
 // group frames need protocol version 2 and stale opens are refused with EBUSY; a group's committed
-// offset bounds retention, and `sluice group` and /metrics show it.
+// offset bounds retention, and `sluice group` and /metrics show it; /why and `sluice why` with a
+// group name its members, owners and each partition's hop, and the group's predictions show in
+// /metrics, /why and `sluice group describe`.
 // ctest-labels: concurrent
 // ctest-timeout: 240
 #include "support/test_util.h"
@@ -27,6 +29,7 @@
 
 #include "core/util.h"
 #include "support/broker_proc.h"
+#include "support/http_client.h"
 
 #define PARTITIONS       6u
 #define PHASE_RECORDS    1500u
@@ -860,6 +863,124 @@ test_group_holds_retention_and_is_visible(void **state)
     sl_test_broker_cleanup(&b);
 }
 
+// GETs path from the admin port; fails unless the status is expect. Returns the body (malloc'ed).
+static char *
+admin_get(const sl_test_broker *b, const char *path, int expect)
+{
+    int status = 0;
+    char *body = NULL;
+    assert_int_equal(sl_test_http_get(b->admin_port, path, WAIT_MS, &status, &body), 0);
+    if (status != expect) {
+        fail_msg("GET %s: status %d, body: %s", path, status, body);
+    }
+    return body;
+}
+
+// Runs `sluice ARGS --admin ...` and returns its exit code, its stdout and stderr in out.
+// with_broker adds --broker too (the group commands speak the protocol).
+static int
+run_cli_admin(const sl_test_broker *b, const char *args, bool with_broker, char *out,
+              size_t out_size)
+{
+    const char *bin = getenv("SL_SLUICE");
+    assert_non_null(bin);
+    char cmd[1024];
+    char broker[64] = "";
+    if (with_broker) {
+        snprintf(broker, sizeof(broker), " --broker 127.0.0.1:%u", b->port);
+    }
+    snprintf(cmd, sizeof(cmd), "%s %s%s --admin 127.0.0.1:%u 2>&1", bin, args, broker,
+             b->admin_port);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, out_size - 1, f);
+    out[n] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void
+test_why_group_and_predictions(void **state)
+{
+    (void)state;
+    static char out[16384];
+    sl_test_broker b = {0};
+    assert_int_equal(sl_test_broker_start_admin(&b, NULL), 0);
+    broker_addr(&b);
+    create_topic(&b, "work", 2);
+    produce("work", 0, 100);
+    sl_consumer_config cc;
+    sl_consumer_config_init(&cc);
+    cc.broker = g_broker_addr;
+    cc.topic = "work";
+    cc.group = "held";
+    cc.partition = SL_PROTO_PARTITION_ANY;
+    cc.auto_ack = false;
+    cc.max_ack_pending = 5;
+    sl_consumer *c = NULL;
+    assert_int_equal(sl_consumer_new(&cc, &c), SL_OK);
+    sl_consumed recs[POLL_BATCH];
+    uint32_t got = 0;
+    for (int i = 0; i < 500 && got < 10; i++) {
+        size_t n = 0;
+        int perr = sl_consumer_poll(c, recs, POLL_BATCH, sl_deadline_after_ms(20), &n);
+        assert_true(perr == SL_OK || perr == SL_ETIMEDOUT);
+        got += (uint32_t)n;
+    }
+    assert_int_equal(got, 10); // five per partition: both held at max_ack_pending
+    // /why with the group: its member owns both partitions, each held by the in-flight limit.
+    char *j = admin_get(&b, "/why?topic=work&group=held", 200);
+    assert_non_null(strstr(j, "\"group\":\"held\""));
+    assert_non_null(strstr(j, "\"members\":[{\"id\":"));
+    assert_non_null(strstr(j, "\"partitions\":[0,1]"));
+    assert_non_null(strstr(j, "\"partition\":1,\"owner\":\""));
+    assert_non_null(strstr(j, "\"reason\":\"inflight_limit\""));
+    assert_non_null(strstr(j, "\"consumers_recommended\":"));
+    assert_null(strstr(j, "\"kind\":\"produce\"")); // only the group's streams
+    free(j);
+    j = admin_get(&b, "/why?topic=work&group=nope", 404);
+    assert_non_null(strstr(j, "no such group"));
+    free(j);
+    assert_int_equal(run_cli_admin(&b, "why work held", false, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "group held: 1 live members"));
+    assert_non_null(strstr(out, "owns partitions 0 1"));
+    assert_non_null(strstr(out, "partition 0 owner "));
+    assert_non_null(strstr(out, "inflight_limit"));
+    assert_int_equal(run_cli_admin(&b, "why work nope", false, out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "no such group"));
+    sl_consumer_free(c); // no member left: 90 records wait with nobody to take them
+    j = admin_get(&b, "/why?topic=work&group=held", 200);
+    for (int i = 0; i < 100 && strstr(j, "group has no live members") == NULL; i++) {
+        free(j);
+        usleep(50 * 1000);
+        j = admin_get(&b, "/why?topic=work&group=held", 200);
+    }
+    assert_non_null(strstr(j, "group has no live members"));
+    assert_non_null(strstr(j, "\"reason\":\"consumer_absent\""));
+    free(j);
+    // Predictions: nothing is produced or consumed, records wait: one consumer is needed and
+    // the backlog never drains at the current rates.
+    j = admin_get(&b, "/metrics", 200);
+    double v = 0;
+    const char *held[] = {"group=\"held\"", "topic=\"work\"", NULL};
+    assert_int_equal(sl_test_prom_sample(j, "sluice_group_consumers_recommended{", held, &v), 0);
+    assert_true(v == 1);
+    assert_non_null(strstr(j, "sluice_group_drain_seconds{group=\"held\",topic=\"work\"} +Inf"));
+    assert_int_equal(sl_test_prom_sample(j, "sluice_group_lag_seconds{", held, &v), 0);
+    assert_int_equal(sl_test_prom_sample(j, "sluice_group_consumed_records_per_second{", held, &v),
+                     0);
+    free(j);
+    j = admin_get(&b, "/stats", 200);
+    assert_non_null(strstr(j, "\"sluice_group_consumers_recommended\""));
+    assert_non_null(strstr(j, "\"sluice_group_drain_seconds\""));
+    free(j);
+    assert_int_equal(run_cli_admin(&b, "group describe held", true, out, sizeof(out)), 0);
+    assert_non_null(strstr(out, "predictions: consumers_recommended 1 (owners now 0)"));
+    assert_non_null(strstr(out, "drain in never"));
+    assert_int_equal(sl_test_broker_stop(&b), 0);
+    sl_test_broker_cleanup(&b);
+}
+
 int
 main(void)
 {
@@ -872,6 +993,7 @@ main(void)
         cmocka_unit_test(test_killed_consumer_records_go_to_another_member),
         cmocka_unit_test(test_rebalance_1_3_2_delivers_everything),
         cmocka_unit_test(test_group_holds_retention_and_is_visible),
+        cmocka_unit_test(test_why_group_and_predictions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

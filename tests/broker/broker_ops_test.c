@@ -301,6 +301,8 @@ test_operator_metrics(void **state)
     assert_true(metric(fx, "sluice_producer_acks_held_oldest_age_seconds{", level) == 0);
     assert_true(metric(fx, "sluice_storage_queued_requests ", NULL) == 0);
     assert_true(metric(fx, "sluice_storage_queue_oldest_age_seconds ", NULL) == 0);
+    // Every connection's write queue reports its oldest queued write: all taken by now.
+    assert_true(metric(fx, "sluice_connection_write_queue_oldest_age_seconds{", NULL) == 0);
     const char *disk[] = {"owner=\"orders\"", "budget=\"disk\"", NULL};
     double full_in = metric(fx, "sluice_budget_full_in_seconds{", disk);
     assert_true(full_in > 0); // +Inf when idle, or far away
