@@ -135,11 +135,34 @@ serve_stdin(rd_kafka_mock_cluster_t *mc, char *buf, size_t *len)
 }
 
 static void
-usage(void)
+usage(FILE *out)
 {
-    fprintf(stderr, "usage: kafka_mock [-b BROKERS] [-t TOPIC:PARTITIONS]... [-r RTT_MS]\n"
-                    "                  [-e COUNT:ERR (ProduceRequest errors)] [-E TOPIC:ERR]\n");
+    fprintf(
+        out,
+        "usage: kafka_mock [-b BROKERS] [-t TOPIC:PARTITIONS]... [-r RTT_MS]\n"
+        "                  [-e COUNT:ERR] [-E TOPIC:ERR]\n"
+        "Hosts librdkafka's mock Kafka cluster on loopback for tests and demos. Prints the\n"
+        "bootstrap servers on stdout's first line, then runs until SIGTERM or SIGINT.\n"
+        "  -b, --brokers N       brokers in the cluster (1..%d, default 1)\n"
+        "  -t, --topic T:P       create topic T with P partitions (repeatable)\n"
+        "  -r, --rtt MS          add MS of round-trip latency to every broker\n"
+        "  -e, --produce-errors COUNT:ERR\n"
+        "                        fail the next COUNT produce requests with ERR (code or name)\n"
+        "  -E, --topic-error T:ERR  make topic T answer with ERR\n"
+        "  -h, --help            this text\n"
+        "While running, stdin takes commands, one per line, each answered \"ok\" or \"error\":\n"
+        "  rtt BROKER MS | errors APIKEY COUNT ERR | topic_error TOPIC ERR |\n"
+        "  create TOPIC PARTITIONS | down BROKER | up BROKER   (BROKER -1: all)\n",
+        BROKERS_MAX);
 }
+
+static const struct option long_options[] = {{"brokers", required_argument, NULL, 'b'},
+                                             {"topic", required_argument, NULL, 't'},
+                                             {"rtt", required_argument, NULL, 'r'},
+                                             {"produce-errors", required_argument, NULL, 'e'},
+                                             {"topic-error", required_argument, NULL, 'E'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
 
 static int
 apply_flag(rd_kafka_mock_cluster_t *mc, int opt, char *arg)
@@ -174,16 +197,20 @@ main(int argc, char **argv)
     int brokers = 1;
     int opt;
     // Broker count first: the cluster must exist before topics and faults are applied.
-    while ((opt = getopt(argc, argv, "b:t:r:e:E:h")) != -1) {
+    while ((opt = getopt_long(argc, argv, "b:t:r:e:E:h", long_options, NULL)) != -1) {
         if (opt == 'b') {
             brokers = atoi(optarg);
         } else if (opt == 'h' || opt == '?') {
-            usage();
+            usage(opt == 'h' ? stdout : stderr);
             return opt == 'h' ? 0 : 2;
         }
     }
+    if (optind < argc) {
+        fprintf(stderr, "kafka_mock: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
     if (brokers < 1 || brokers > BROKERS_MAX) {
-        usage();
+        fprintf(stderr, "kafka_mock: --brokers wants 1..%d\n", BROKERS_MAX);
         return 2;
     }
     char errstr[512];
@@ -202,7 +229,7 @@ main(int argc, char **argv)
     }
     optind = 1;
     int rc = 0;
-    while (rc == 0 && (opt = getopt(argc, argv, "b:t:r:e:E:h")) != -1) {
+    while (rc == 0 && (opt = getopt_long(argc, argv, "b:t:r:e:E:h", long_options, NULL)) != -1) {
         if (opt != 'b' && apply_flag(mc, opt, optarg) != 0) {
             fprintf(stderr, "kafka_mock: bad -%c %s\n", opt, optarg);
             rc = 2;
