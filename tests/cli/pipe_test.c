@@ -333,6 +333,138 @@ test_pipe_slow_pipeline_slows_producer_and_survives_sigkill(void **state)
     sl_test_rmtree(dir);
 }
 
+// ---- two processes, one consumer group ------------------------------------------------------
+
+#define GROUP_PARTITIONS 4u
+
+static void
+on_group(const char *group, const char *topic, uint32_t generation, uint32_t member_count,
+         uint32_t partition_count, void *user)
+{
+    if (strcmp(group, "shared") == 0) {
+        uint32_t *most = user;
+        *most = SL_MAX(*most, member_count);
+    }
+}
+
+// Members the group "shared" has now (0 when unknown).
+static uint32_t
+group_members(const char *broker)
+{
+    sl_admin *a = NULL;
+    uint32_t members = 0;
+    if (sl_admin_open(broker, sl_deadline_after_ms(PIPE_WAIT_MS), &a) == SL_OK) {
+        if (sl_admin_list_groups(a, sl_deadline_after_ms(PIPE_WAIT_MS), on_group, &members) !=
+            SL_OK) {
+            members = 0;
+        }
+        sl_admin_close(a);
+    }
+    return members;
+}
+
+static void
+write_group_pipe_file(const char *path, const sl_test_broker *b)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[pipeline]\nname = group-test\n\n"
+            "[source in]\nuri = sluice://127.0.0.1:%u/gin?group=shared\nprefetch = 32\n"
+            "queue_records = 16\n\n"
+            "[operator slow]\ntype = delay\nms = 1\nqueue_records = 16\n\n"
+            "[sink out]\nuri = sluice://127.0.0.1:%u/out\nacks = log\nqueue_records = 16\n\n"
+            "[edges]\nin -> slow -> out\n",
+            (unsigned)b->port, (unsigned)b->port);
+    assert_int_equal(fclose(f), 0);
+}
+
+// Two `sluice pipe` processes read one topic as consumer group "shared"; one is SIGKILLed half
+// way: the other takes its partitions over and every record reaches the output at least once.
+static void
+test_pipe_two_processes_share_a_topic_as_a_group(void **state)
+{
+    (void)state;
+    const char *sluice = getenv("SL_SLUICE");
+    if (getenv("SL_SLUICED") == NULL || sluice == NULL || access(sluice, X_OK) != 0) {
+        skip();
+    }
+    char dir[256];
+    sl_test_tmpdir(dir, sizeof(dir));
+    sl_test_broker b = {0};
+    assert_int_equal(sl_test_broker_start(&b, NULL), 0);
+    char broker[64];
+    snprintf(broker, sizeof(broker), "127.0.0.1:%u", (unsigned)b.port);
+    sl_admin *a = NULL;
+    assert_int_equal(sl_admin_open(broker, sl_deadline_after_ms(PIPE_WAIT_MS), &a), SL_OK);
+    sl_proto_topic_config tc = {.partition_count = GROUP_PARTITIONS};
+    assert_int_equal(sl_admin_create_topic(a, "gin", &tc, sl_deadline_after_ms(PIPE_WAIT_MS)),
+                     SL_OK);
+    sl_admin_close(a);
+    create_topic(broker, "out", 0);
+    char file[320], log[2][320];
+    snprintf(file, sizeof(file), "%s/group.pipe", dir);
+    write_group_pipe_file(file, &b);
+
+    out_reader *r = calloc(1, sizeof(*r));
+    sl_consumer_config cc;
+    sl_consumer_config_init(&cc);
+    cc.broker = broker;
+    cc.topic = "out";
+    assert_int_equal(sl_consumer_new(&cc, &r->c), SL_OK);
+    assert_int_equal(pthread_create(&r->thread, NULL, out_reader_main, r), 0);
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(log[i], sizeof(log[i]), "%s/pipe%d.log", dir, i);
+        pids[i] = spawn_pipe(file, log[i]);
+    }
+    producer_run *pr = calloc(1, sizeof(*pr));
+    sl_producer_config pc;
+    sl_producer_config_init(&pc);
+    pc.broker = broker;
+    pc.topic = "gin";
+    pc.partition = SL_PROTO_PARTITION_ANY;
+    pc.delivery_cb = on_report;
+    pc.delivery_user = pr;
+    assert_int_equal(sl_producer_new(&pc, &pr->p), SL_OK);
+    assert_int_equal(pthread_create(&pr->thread, NULL, producer_main, pr), 0);
+
+    uint32_t members = 0;
+    for (int i = 0; i < 200 && members < 2; i++) { // bounded: 200 x 50 ms
+        members = group_members(broker);
+        usleep(50000);
+    }
+    assert_int_equal(members, 2);
+    assert_true(wait_distinct(r, PIPE_RECORDS / 3));
+    kill(pids[0], SIGKILL);
+    int status = 0;
+    waitpid(pids[0], &status, 0);
+    pthread_join(pr->thread, NULL);
+    assert_int_equal(atomic_load(&pr->err), SL_OK);
+    if (!wait_distinct(r, PIPE_RECORDS)) {
+        dump_log(log[1]);
+        fail_msg("only %u of %u records reached the output", atomic_load(&r->distinct),
+                 PIPE_RECORDS);
+    }
+    kill(pids[1], SIGTERM);
+    waitpid(pids[1], &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    usleep(300000); // late duplicates, if any, arrive
+    atomic_store(&r->stop, true);
+    pthread_join(r->thread, NULL);
+    uint32_t dups = atomic_load(&r->total) - PIPE_RECORDS;
+    print_message("two members, one SIGKILLed: %u duplicates\n", dups);
+    assert_true(dups <= PIPE_DUPLICATES_MAX);
+
+    sl_producer_free(pr->p);
+    sl_consumer_free(r->c);
+    free(pr);
+    free(r);
+    sl_test_broker_stop(&b);
+    sl_test_broker_cleanup(&b);
+    sl_test_rmtree(dir);
+}
+
 static void
 test_pipe_check_reports_file_and_line(void **state)
 {
@@ -371,6 +503,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipe_check_reports_file_and_line),
         cmocka_unit_test(test_pipe_slow_pipeline_slows_producer_and_survives_sigkill),
+        cmocka_unit_test(test_pipe_two_processes_share_a_topic_as_a_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
