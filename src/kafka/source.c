@@ -6,6 +6,7 @@
 #include "kafka/source_internal.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -256,6 +257,33 @@ source_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     // Transient errors (a broker down, a timeout) are retried by librdkafka itself.
 }
 
+// librdkafka before 2.3.0 asserts in rd_kafka_destroy when a cooperative-sticky consumer is
+// destroyed before its first assignment (librdkafka issue 4312, fixed by PR 4381; Debian 12 has
+// 2.0.2). Such a handle is closed (it left the group) but parked instead of destroyed: its
+// memory stays with the process, one handle per source that never got partitions, at most
+// KAFKA_PARKED_MAX (past that it is destroyed and the assertion is risked).
+#define KAFKA_STICKY_DESTROY_FIXED_VERSION 0x020300ff
+#define KAFKA_PARKED_MAX                   64u
+
+static rd_kafka_t *kafka_parked[KAFKA_PARKED_MAX]; // reachable, so leak checkers stay quiet
+static _Atomic uint32_t kafka_parked_count;
+
+// True when the caller may destroy s's handle; false when it was parked.
+static bool
+source_destroy_or_park(sl__kafka_source *s)
+{
+    if (rd_kafka_version() >= KAFKA_STICKY_DESTROY_FIXED_VERSION ||
+        sl_counter_get(&s->m.assigns) > 0) {
+        return true;
+    }
+    uint32_t slot = atomic_fetch_add(&kafka_parked_count, 1);
+    if (slot >= KAFKA_PARKED_MAX) {
+        return true;
+    }
+    kafka_parked[slot] = s->rk;
+    return false;
+}
+
 static void
 source_free(sl__kafka_source *s)
 {
@@ -265,7 +293,7 @@ source_free(sl__kafka_source *s)
         }
         sl_free(s->ring, sizeof(*s->ring) * s->cfg.buffer_records);
     }
-    if (s->rk != NULL) {
+    if (s->rk != NULL && source_destroy_or_park(s)) {
         rd_kafka_destroy(s->rk);
     }
     if (s->lanes != NULL) {
