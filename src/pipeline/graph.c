@@ -223,20 +223,20 @@ stage_commit(sl_pipeline *p, sl_pipe_stage *s, sl_pipe_stage **stage_out)
     }
 }
 
-int
-sl_pipeline_add_source(sl_pipeline *p, const char *name, const sl_pipe_source_ops *ops,
-                       const sl_pipe_endpoint *endpoint, const sl_pipe_stage_config *cfg,
-                       sl_pipe_stage **stage_out)
+// Adds a source (source_ops) or sink (sink_ops) stage with a copy of its endpoint.
+static int
+add_endpoint_stage(sl_pipeline *p, const char *name, sl__pipe_kind kind,
+                   const sl_pipe_source_ops *source_ops, const sl_pipe_sink_ops *sink_ops,
+                   const sl_pipe_endpoint *endpoint, const sl_pipe_stage_config *cfg,
+                   sl_pipe_stage **stage_out)
 {
-    if (ops == NULL || ops->create == NULL || ops->poll == NULL) {
-        return SL_EINVAL;
-    }
     sl_pipe_stage *s = NULL;
-    int err = stage_add(p, name, SL__PIPE_SOURCE, cfg, &s);
+    int err = stage_add(p, name, kind, cfg, &s);
     if (err != SL_OK) {
         return err;
     }
-    s->source_ops = ops;
+    s->source_ops = source_ops;
+    s->sink_ops = sink_ops;
     err = endpoint_copy(s, endpoint);
     if (err != SL_OK) {
         sl__pipe_stage_free(s);
@@ -247,6 +247,17 @@ sl_pipeline_add_source(sl_pipeline *p, const char *name, const sl_pipe_source_op
 }
 
 int
+sl_pipeline_add_source(sl_pipeline *p, const char *name, const sl_pipe_source_ops *ops,
+                       const sl_pipe_endpoint *endpoint, const sl_pipe_stage_config *cfg,
+                       sl_pipe_stage **stage_out)
+{
+    if (ops == NULL || ops->create == NULL || ops->poll == NULL) {
+        return SL_EINVAL;
+    }
+    return add_endpoint_stage(p, name, SL__PIPE_SOURCE, ops, NULL, endpoint, cfg, stage_out);
+}
+
+int
 sl_pipeline_add_sink(sl_pipeline *p, const char *name, const sl_pipe_sink_ops *ops,
                      const sl_pipe_endpoint *endpoint, const sl_pipe_stage_config *cfg,
                      sl_pipe_stage **stage_out)
@@ -254,19 +265,7 @@ sl_pipeline_add_sink(sl_pipeline *p, const char *name, const sl_pipe_sink_ops *o
     if (ops == NULL || ops->create == NULL || ops->write == NULL) {
         return SL_EINVAL;
     }
-    sl_pipe_stage *s = NULL;
-    int err = stage_add(p, name, SL__PIPE_SINK, cfg, &s);
-    if (err != SL_OK) {
-        return err;
-    }
-    s->sink_ops = ops;
-    err = endpoint_copy(s, endpoint);
-    if (err != SL_OK) {
-        sl__pipe_stage_free(s);
-        return err;
-    }
-    stage_commit(p, s, stage_out);
-    return SL_OK;
+    return add_endpoint_stage(p, name, SL__PIPE_SINK, NULL, ops, endpoint, cfg, stage_out);
 }
 
 int
