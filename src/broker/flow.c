@@ -205,8 +205,12 @@ admission_input(const sl_stream *s, sl_admission_input *in)
     in->constraints[n++] =
         (sl_admission_constraint){SL_ADMIT_REASON_DISK_BUDGET, st.used_bytes, st.capacity_bytes};
     uint64_t backlog = 0;
+    uint64_t unacked = 0; // for max_lag: the consumers' prefetch counts too
     for (uint32_t i = 0; i < t->config.partition_count; i++) {
         backlog += sl_partition_backlog_bytes(&t->partitions[i]);
+        if (t->config.max_lag_ms > 0) {
+            unacked += sl_partition_unacked_bytes(&t->partitions[i]);
+        }
     }
     double drain = t->drain_bytes.per_s;
     in->drain_bytes_per_s = drain;
@@ -224,10 +228,6 @@ admission_input(const sl_stream *s, sl_admission_input *in)
         // Lag in time: what the consumers have not acknowledged yet (their prefetch included)
         // over the rate they acknowledge at. Consumers that do not acknowledge are measured by
         // delivery instead; nothing draining counts as far behind.
-        uint64_t unacked = 0;
-        for (uint32_t i = 0; i < t->config.partition_count; i++) {
-            unacked += sl_partition_unacked_bytes(&t->partitions[i]);
-        }
         double acked = t->acked_bytes.per_s;
         bool acking = acked > 1.0;
         uint64_t lag_bytes = acking ? unacked : backlog;
